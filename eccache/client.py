@@ -174,7 +174,7 @@ class Client:
 
     def stats(self) -> dict[str, Any]:
         msg = self._call("Stats", pb.StatsRequest())
-        return {f.name: (list(v) if f.label == f.LABEL_REPEATED else v)
+        return {f.name: (v if isinstance(v, int | str) else list(v))
                 for f in msg.DESCRIPTOR.fields for v in [getattr(msg, f.name)]}
 
     # ---- reads (never raise) ------------------------------------------------------------------

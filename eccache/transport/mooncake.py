@@ -20,6 +20,9 @@ from eccache.transport.base import Transport
 from eccache.types import Location
 
 _TUNING = {"MC_TCP_ENABLE_CONNECTION_POOL": "1", "MC_TCP_SLICE_SIZE": str(1 << 20), "MC_LOG_LEVEL": "ERROR"}
+# read by the engine's native library when it loads, so set before the first import of mooncake
+for _name, _value in _TUNING.items():
+    os.environ.setdefault(_name, _value)
 _POLL_S = 50e-6
 _MAX_POLL_S = 2e-3
 
@@ -36,8 +39,6 @@ class Engine:
     """A Transfer Engine with integer returns turned into exceptions."""
 
     def __init__(self, host: str = "127.0.0.1", protocol: str = "tcp", device: str = "") -> None:
-        for name, value in _TUNING.items():
-            os.environ.setdefault(name, value)
         try:
             from mooncake.engine import TransferEngine
         except Exception as exc:  # ImportError, or a missing libibverbs
