@@ -1,0 +1,330 @@
+"""Scheduler side of ECCacheConnector: decides, without network calls in the scheduling loop, which
+multimodal items are loaded from eccache.
+
+Lifecycle of one item on a consumer:
+1. `ensure_cache_available(request)` (called by vLLM before it schedules the request) submits the
+   request's unresolved identifiers as ONE batch to a background resolver thread and defers the request
+   while that batch is in flight (at most `timeout_ms`; then the items count as misses).
+2. The resolver acquires read leases on the present entries (one Acquire call), reads each entry once
+   and verifies its checksum, and records the result (hit with its lease, or miss) in a bounded TTL cache.
+   A corrupt entry is dropped by the client and becomes a miss, so the request is encoded locally.
+3. `has_cache_item` answers from that cache. `update_state_after_alloc` moves the lease to the request
+   and queues a `LoadSpec`; `build_connector_meta` hands the queued loads to the worker.
+4. Leases are released when the request finishes (or when an unused resolution expires); the server
+   expires them on its own if this process dies.
+A miss for an item whose request carries no media (metadata-only `image_embeds`) cannot be encoded:
+the request is reported by `take_unavailable_requests` and vLLM fails it before any output.
+On a producer, `update_state_after_alloc` records each item's placeholder metadata (e.g.
+`image_grid_thw`) for the worker to store with the entry, and `request_finished` returns it as
+`ec_transfer_params`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from connector.client_pool import ClientPool
+from connector.config import ConnectorConfig
+from connector.handoff import Handoff
+from connector.metadata import ECCacheConnectorMetadata, ECCacheWorkerMetadata, LoadSpec
+from connector.state import Counters, LeaseBook, ResultCache
+from connector.tensors import entry_is_well_formed, view_as_entry
+from eccache.types import Acquired
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Resolution:
+    """What the resolver found for one identifier: a verified entry under a read lease, or a miss."""
+
+    identifier: str
+    acquired: Acquired | None
+
+
+class ECCacheScheduler:
+    """Scheduler-side state and logic; owned by the `ECCacheConnector` facade in the scheduler process."""
+
+    def __init__(
+        self,
+        vllm_config: Any,
+        config: ConnectorConfig,
+        namespace: str,
+        *,
+        is_producer: bool,
+        is_consumer: bool,
+        pool: ClientPool,
+        counters: Counters,
+        handoff: Handoff | None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._vllm_config = vllm_config
+        self._config = config
+        self.namespace = namespace
+        self._is_producer = is_producer
+        self._is_consumer = is_consumer
+        self._pool = pool
+        self.counters = counters
+        self._handoff = handoff
+        self._clock = clock
+        self._lock = threading.Lock()  # guards _results and _inflight (the resolver thread writes them)
+        self._results: ResultCache[str, Resolution] = ResultCache(
+            config.result_cache_entries, config.result_ttl_ms / 1000.0, clock
+        )
+        self._inflight: dict[str, float] = {}
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="eccache-resolve")
+        self._releaser = ThreadPoolExecutor(max_workers=1, thread_name_prefix="eccache-release")
+        self._leases: LeaseBook[Acquired] = LeaseBook()
+        self._loads: dict[str, LoadSpec] = {}
+        self._save_metadata: dict[str, bytes] = {}
+        self._unavailable: set[str] = set()
+        self._metadata_resolver: Any = None
+        self._closed = False
+
+    # ----------------------------------------------------------------- resolution (consumer)
+
+    def ensure_cache_available(self, request: Any, num_computed_tokens: int) -> bool:
+        """True when every item the request still needs is resolved; False defers the request.
+
+        Runs inside the scheduling loop: it only submits work and reads local state.
+        """
+        if not self._is_consumer or self._closed:
+            return True
+        needed = self._needed_features(request, num_computed_tokens)
+        if not needed:
+            return True
+        now = self._clock()
+        to_submit: list[str] = []
+        waiting = False
+        with self._lock:
+            for feature in needed:
+                identifier = feature.identifier
+                if self._results.get(identifier) is not None:
+                    continue
+                started = self._inflight.get(identifier)
+                if started is None:
+                    self._inflight[identifier] = now
+                    to_submit.append(identifier)
+                    waiting = True
+                elif (now - started) * 1000.0 >= self._config.timeout_ms:
+                    # Too slow: a miss for now; a late answer still lands in the cache.
+                    self._results.put(identifier, Resolution(identifier, None))
+                    self.counters.add("lookup_errors")
+                else:
+                    waiting = True
+        if to_submit:
+            self._executor.submit(self._resolve, list(dict.fromkeys(to_submit)))
+        if waiting:
+            return False
+        # All resolved: an item that is missing and cannot be encoded here fails the request.
+        for feature in needed:
+            if not self.has_cache_item(feature.identifier) and self._is_metadata_only(feature):
+                if request.request_id not in self._unavailable:
+                    logger.warning(
+                        "eccache: request %s needs %s, which is not cached and carries no media; failing it",
+                        request.request_id, feature.identifier,
+                    )
+                    self._unavailable.add(request.request_id)
+                    self.counters.add("unavailable_requests")
+                return False
+        return True
+
+    def has_cache_item(self, identifier: str) -> bool:
+        """Whether `identifier` was resolved as present and verified. Local state only."""
+        if not self._is_consumer:
+            return False
+        with self._lock:
+            resolution = self._results.get(identifier)
+        return resolution is not None and resolution.acquired is not None
+
+    def resolve_now(self, identifiers: Sequence[str]) -> None:
+        """Resolves synchronously (for vLLM versions without `ensure_cache_available`, and tests)."""
+        with self._lock:
+            todo = [i for i in identifiers if self._results.get(i) is None]
+            for i in todo:
+                self._inflight[i] = self._clock()
+        if todo:
+            self._resolve(list(dict.fromkeys(todo)))
+
+    def _resolve(self, identifiers: list[str]) -> None:
+        """Resolver thread: one Acquire for the batch, then a verifying read of each present entry."""
+        self.counters.add("lookups", len(identifiers))
+        try:
+            acquired: list[Acquired | None] = self._pool.call(
+                lambda c: c.acquire(self.namespace, identifiers, lease_ms=self._config.lease_ms)
+            )
+        except Exception as exc:  # noqa: BLE001 - failure is a miss
+            logger.warning("eccache: resolving %d items failed: %s", len(identifiers), exc)
+            self.counters.add("lookup_errors", len(identifiers))
+            acquired = [None] * len(identifiers)
+        results: list[Resolution] = []
+        for identifier, acq in zip(identifiers, acquired):
+            if acq is not None and not self._verify(acq):
+                self._release([acq])
+                acq = None
+            self.counters.add("hits" if acq is not None else "misses")
+            results.append(Resolution(identifier, acq))
+        with self._lock:
+            for resolution in results:
+                self._inflight.pop(resolution.identifier, None)
+                if self._closed:
+                    dropped = [resolution]
+                else:
+                    dropped = self._results.put(resolution.identifier, resolution)
+                self._release([d.acquired for d in dropped if d.acquired is not None])
+
+    def _verify(self, acq: Acquired) -> bool:
+        """Reads the entry once and checks shape, dtype and checksum; hands the bytes to the worker."""
+        if not entry_is_well_formed(acq.info):
+            logger.warning("eccache: entry %s has an unusable layout %s %s", acq.info.identifier,
+                           acq.info.shape, acq.info.dtype)
+            return False
+        buffer = torch.empty(acq.info.nbytes, dtype=torch.uint8)
+        before = self._pool.counters().get("checksum_failures", 0)
+        try:
+            ok = bool(self._pool.call(lambda c: c.read_into(acq, buffer)))
+        except Exception as exc:  # noqa: BLE001
+            logger.warning("eccache: reading %s failed: %s", acq.info.identifier, exc)
+            ok = False
+        if not ok:
+            if self._pool.counters().get("checksum_failures", 0) > before:
+                self.counters.add("checksum_failures")
+            return False
+        if self._handoff is not None:
+            self._handoff.put((self.namespace, acq.info.identifier), view_as_entry(buffer, acq.info))
+        return True
+
+    # ----------------------------------------------------------------- allocation and metadata
+
+    def update_state_after_alloc(self, request: Any, index: int) -> None:
+        feature = request.mm_features[index]
+        identifier = feature.identifier
+        if self._is_consumer:
+            with self._lock:
+                resolution = self._results.get(identifier)
+                if resolution is not None and resolution.acquired is not None:
+                    self._results.pop(identifier)  # the lease now belongs to the request
+                else:
+                    resolution = None
+            if resolution is not None and resolution.acquired is not None:
+                replaced = self._leases.add(request.request_id, identifier, resolution.acquired)
+                if replaced is not None:
+                    self._release([replaced])
+                self._loads[identifier] = LoadSpec(
+                    identifier, resolution.acquired, int(request.get_num_encoder_embeds(index))
+                )
+                return
+        if self._is_producer:
+            metadata = self._placeholder_metadata([feature]).get(identifier, {}).get("metadata", {})
+            self._save_metadata[identifier] = json.dumps(metadata, sort_keys=True).encode()
+
+    def build_connector_meta(self, scheduler_output: Any) -> ECCacheConnectorMetadata:
+        self.expire()
+        meta = ECCacheConnectorMetadata(
+            namespace=self.namespace, loads=list(self._loads.values()), save_metadata=self._save_metadata
+        )
+        self._loads = {}
+        self._save_metadata = {}
+        return meta
+
+    def update_connector_output(self, connector_output: Any) -> None:
+        meta = getattr(connector_output, "ec_connector_worker_meta", None)
+        if not isinstance(meta, ECCacheWorkerMetadata):
+            return
+        self.counters.merge(meta.counters)
+        if meta.failed_loads:
+            failed = self._leases.requests_holding(meta.failed_loads)
+            self.counters.add("unavailable_requests", len(failed - self._unavailable))
+            self._unavailable |= failed
+
+    def take_unavailable_requests(self) -> set[str]:
+        taken, self._unavailable = self._unavailable, set()
+        return taken
+
+    def request_finished(self, request: Any) -> tuple[bool, dict[str, Any] | None]:
+        self._release(self._leases.take_request(request.request_id))
+        if self._handoff is not None and self._is_consumer:
+            for feature in request.mm_features or ():
+                self._handoff.discard((self.namespace, feature.identifier))
+        self._unavailable.discard(request.request_id)
+        if not self._is_producer or not request.mm_features:
+            return False, None
+        items = self._placeholder_metadata(request.mm_features)
+        return False, items or None
+
+    # ----------------------------------------------------------------- helpers
+
+    @staticmethod
+    def _needed_features(request: Any, num_computed_tokens: int) -> list[Any]:
+        features = []
+        for feature in request.mm_features or ():
+            position = feature.mm_position
+            if position.offset + position.length > num_computed_tokens:
+                features.append(feature)
+        return features
+
+    def _resolver(self) -> Any:
+        if self._metadata_resolver is None:
+            from vllm.distributed.ec_transfer.ec_connector.utils import PlaceholderMetadataResolver
+
+            self._metadata_resolver = PlaceholderMetadataResolver(self._vllm_config.model_config)
+        return self._metadata_resolver
+
+    def _placeholder_metadata(self, features: Sequence[Any]) -> dict[str, dict[str, Any]]:
+        try:
+            from vllm.distributed.ec_transfer.ec_connector.utils import collect_ec_item_metadata
+
+            return dict(collect_ec_item_metadata(list(features), self._resolver()))
+        except Exception:  # noqa: BLE001 - metadata is an optimisation for the proxy
+            logger.debug("eccache: placeholder metadata unavailable", exc_info=True)
+            return {}
+
+    def _is_metadata_only(self, feature: Any) -> bool:
+        """True when the item carries only placeholder metadata (no media, no embedding)."""
+        data = feature.data
+        if data is None:
+            return False
+        try:
+            fields = self._resolver().fields_for(feature.modality)
+        except Exception:  # noqa: BLE001
+            return False
+        return bool(fields) and set(data.keys()) <= set(fields)
+
+    def _release(self, leases: Sequence[Acquired]) -> None:
+        leases = [lease for lease in leases if lease is not None]
+        if not leases or self._closed:
+            return
+
+        def release() -> None:
+            try:
+                self._pool.call(lambda c: c.release(leases))
+            except Exception as exc:  # noqa: BLE001 - leases expire on their own
+                logger.debug("eccache: releasing %d leases failed: %s", len(leases), exc)
+
+        self._releaser.submit(release)
+
+    def expire(self) -> None:
+        """Releases the leases of resolutions that expired unused."""
+        with self._lock:
+            dead = self._results.expire()
+        self._release([d.acquired for d in dead if d.acquired is not None])
+
+    def shutdown(self) -> None:
+        if self._closed:
+            return
+        with self._lock:
+            leftovers = [r.acquired for r in self._results.clear() if r.acquired is not None]
+        leftovers += self._leases.take_all()
+        self._release(leftovers)
+        self._closed = True
+        self._executor.shutdown(wait=True, cancel_futures=True)
+        self._releaser.shutdown(wait=True)
