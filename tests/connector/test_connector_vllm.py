@@ -1,0 +1,308 @@
+"""ECCacheConnector against the real vLLM base classes, configs, factory and Request objects, with a
+real eccache server (real Redis, Mooncake over TCP)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import subprocess
+import sys
+import time
+import uuid
+from typing import Any
+
+import pytest
+import torch
+
+from tests.connector.helpers import corrupt_entry, make_request, produce, resolve, schedule_and_load
+
+pytestmark = [pytest.mark.vllm, pytest.mark.integration, pytest.mark.mooncake]
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def _id() -> str:
+    return "img-" + uuid.uuid4().hex
+
+
+def _embedding(rows: int = 4, width: int = 128, dtype: torch.dtype = torch.float32, seed: int = 0) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(rows, width, generator=g).to(dtype)
+
+
+@pytest.fixture
+def server(mooncake_server: str, needs_mooncake: None) -> str:
+    return mooncake_server
+
+
+def test_factory_builds_both_roles_from_the_module_path(vllm_config_factory, connectors, server: str) -> None:
+    from vllm.distributed.ec_transfer.ec_connector.base import ECConnectorBase, ECConnectorRole
+
+    from connector.eccache_connector import ECCacheConnector
+
+    scheduler, worker = connectors(vllm_config_factory("a", "ec_both", {"server": server}))
+    assert isinstance(scheduler, ECCacheConnector) and isinstance(scheduler, ECConnectorBase)
+    assert scheduler.role is ECConnectorRole.SCHEDULER and worker.role is ECConnectorRole.WORKER
+    assert scheduler.is_producer and scheduler.is_consumer
+    assert scheduler.namespace == worker.namespace
+    assert "float32" in scheduler.namespace and "w128" in scheduler.namespace
+
+
+def test_scheduler_registers_the_served_model_name(vllm_config_factory, connectors, server: str) -> None:
+    from eccache import Client
+
+    config = vllm_config_factory("a", "ec_consumer", {"server": server})
+    scheduler, _ = connectors(config)
+    name = config.model_config.served_model_name
+    deadline = time.monotonic() + 5
+    with Client(server) as client:
+        while client.resolve_alias(name) != scheduler.namespace and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert client.resolve_alias(name) == scheduler.namespace
+
+
+def test_producer_saves_and_consumer_loads_bit_exact_in_process(vllm_config_factory, connectors, server) -> None:
+    from eccache import Client
+
+    producer_s, producer_w = connectors(vllm_config_factory("a", "ec_producer", {"server": server}))
+    consumer_s, consumer_w = connectors(vllm_config_factory("a", "ec_consumer", {"server": server}))
+    identifier = _id()
+    embedding = _embedding()
+    produce(producer_s, producer_w, make_request("p-1", identifier), embedding)
+    assert producer_w.worker.wait_for_saves()
+    assert producer_w.counters["saves"] == 1
+
+    with Client(server) as client:
+        info = client.lookup_entries(producer_s.namespace, [identifier])[0]
+    assert info is not None and info.shape == (4, 128) and info.dtype == "float32"
+    assert json.loads(info.metadata) == {"image_grid_thw": [1, 4, 4]}
+
+    request = make_request("c-1", identifier, with_media=False)
+    assert resolve(consumer_s, request)
+    assert consumer_s.has_cache_item(identifier)
+    loaded = schedule_and_load(consumer_s, consumer_w, request)
+    assert torch.equal(loaded[identifier], embedding)
+    assert loaded[identifier].dtype == torch.float32 and loaded[identifier].device.type == "cpu"
+    assert consumer_w.counters["loads"] == 1 and consumer_w.counters["load_failures"] == 0
+    assert consumer_s.take_unavailable_requests() == set()
+    # the producer reports the placeholder metadata as vLLM's reference connector does
+    _, params = producer_s.request_finished(make_request("p-1", identifier))
+    assert params == {identifier: {"item_indices": [0], "metadata": {"image_grid_thw": [1, 4, 4]}}}
+    assert consumer_s.request_finished(request) == (False, None)
+
+
+def test_duplicate_save_moves_no_bytes(vllm_config_factory, connectors, server) -> None:
+    producer_s, producer_w = connectors(vllm_config_factory("a", "ec_producer", {"server": server}))
+    identifier = _id()
+    for _ in range(2):
+        produce(producer_s, producer_w, make_request("p", identifier), _embedding())
+        assert producer_w.worker.wait_for_saves()
+    assert producer_w.counters["saves"] == 1 and producer_w.counters["saves_existing"] == 1
+
+
+def test_consumer_in_another_process_loads_bit_exact(vllm_config_factory, connectors, tiny_models, server,
+                                                     tmp_path) -> None:
+    producer_s, producer_w = connectors(vllm_config_factory("a", "ec_producer", {"server": server}))
+    identifier = _id()
+    embedding = _embedding(seed=7)
+    produce(producer_s, producer_w, make_request("p-1", identifier), embedding)
+    assert producer_w.worker.wait_for_saves()
+
+    out = str(tmp_path / "loaded.pt")
+    proc = subprocess.run([sys.executable, "-m", "tests.connector.consumer_proc", tiny_models["a"], server,
+                           identifier, out], cwd=ROOT, capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    loaded = torch.load(out)
+    assert torch.equal(loaded, embedding)
+    with open(out + ".json") as f:
+        report = json.load(f)
+    assert report["namespace"] == producer_s.namespace
+    assert report["worker"]["loads"] == 1 and report["scheduler"]["hits"] == 1
+
+
+def test_two_models_never_share_entries(vllm_config_factory, connectors, server) -> None:
+    producer_s, producer_w = connectors(vllm_config_factory("a", "ec_producer", {"server": server}))
+    other_s, _ = connectors(vllm_config_factory("b", "ec_consumer", {"server": server}))
+    same_s, _ = connectors(vllm_config_factory("a", "ec_consumer", {"server": server}))
+    identifier = _id()
+    produce(producer_s, producer_w, make_request("p", identifier), _embedding())
+    assert producer_w.worker.wait_for_saves()
+    assert other_s.namespace != producer_s.namespace
+    assert resolve(other_s, make_request("o", identifier)) and not other_s.has_cache_item(identifier)
+    assert resolve(same_s, make_request("s", identifier)) and same_s.has_cache_item(identifier)
+
+
+def test_tenant_prefix_separates_namespaces(vllm_config_factory, connectors, server) -> None:
+    a, _ = connectors(vllm_config_factory("a", "ec_consumer", {"server": server, "namespace": "tenant-a"}))
+    b, _ = connectors(vllm_config_factory("a", "ec_consumer", {"server": server, "namespace": "tenant-b"}))
+    assert a.namespace.startswith("tenant-a/") and b.namespace.startswith("tenant-b/")
+    assert a.namespace.split("/", 1)[1] == b.namespace.split("/", 1)[1]
+
+
+def test_server_down_means_miss_without_exception(vllm_config_factory, connectors) -> None:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        dead = f"127.0.0.1:{s.getsockname()[1]}"
+    scheduler, worker = connectors(vllm_config_factory("a", "ec_consumer", {"server": dead, "timeout_ms": 500}))
+    with_media = make_request("m-1", _id())
+    assert resolve(scheduler, with_media)  # resolved as a miss: vLLM encodes the image locally
+    assert not scheduler.has_cache_item(with_media.mm_features[0].identifier)
+    assert scheduler.counters["misses"] + scheduler.counters["lookup_errors"] >= 1
+    # metadata-only: nothing to encode, so the request is failed cleanly before it runs
+    metadata_only = make_request("m-2", _id(), with_media=False)
+    assert not resolve(scheduler, metadata_only)
+    assert scheduler.take_unavailable_requests() == {"m-2"}
+    assert schedule_and_load(scheduler, worker, with_media) == {}
+
+
+def test_entry_missing_at_resolve_is_encoded_locally(vllm_config_factory, connectors, server) -> None:
+    scheduler, _ = connectors(vllm_config_factory("a", "ec_consumer", {"server": server}))
+    request = make_request("r", _id())
+    assert resolve(scheduler, request)
+    assert not scheduler.has_cache_item(request.mm_features[0].identifier)
+    assert scheduler.take_unavailable_requests() == set()
+
+
+def test_corrupted_before_resolve_is_a_miss_and_dropped(vllm_config_factory, connectors, server) -> None:
+    from eccache import Client
+
+    producer_s, producer_w = connectors(vllm_config_factory("a", "ec_producer", {"server": server}))
+    consumer_s, _ = connectors(vllm_config_factory("a", "ec_consumer", {"server": server}))
+    identifier = _id()
+    produce(producer_s, producer_w, make_request("p", identifier), _embedding())
+    assert producer_w.worker.wait_for_saves()
+    corrupt_entry(server, producer_s.namespace, identifier)
+    request = make_request("r", identifier)  # carries the image: it is encoded locally
+    assert resolve(consumer_s, request)
+    assert not consumer_s.has_cache_item(identifier)
+    assert consumer_s.counters["checksum_failures"] == 1
+    with Client(server) as client:
+        assert client.lookup(producer_s.namespace, [identifier]) == [False]  # dropped
+
+
+def test_corrupted_between_schedule_and_load_fails_the_request_cleanly(vllm_config_factory, connectors,
+                                                                        server) -> None:
+    producer_s, producer_w = connectors(vllm_config_factory("a", "ec_producer", {"server": server}))
+    consumer_s, consumer_w = connectors(vllm_config_factory("a", "ec_consumer", {"server": server}))
+    identifier = _id()
+    produce(producer_s, producer_w, make_request("p", identifier), _embedding())
+    assert producer_w.worker.wait_for_saves()
+    request = make_request("r", identifier, with_media=False)
+    assert resolve(consumer_s, request) and consumer_s.has_cache_item(identifier)
+    consumer_s.update_state_after_alloc(request, 0)
+    corrupt_entry(server, producer_s.namespace, identifier)  # after the scheduler verified it
+    meta = consumer_s.build_connector_meta(None)
+    consumer_w.bind_connector_metadata(meta)
+    cache: dict[str, torch.Tensor] = {}
+    consumer_w.start_load_caches(cache)  # must not raise
+    assert torch.count_nonzero(cache[identifier]) == 0  # a placeholder, never the corrupt bytes
+    from vllm.v1.outputs import ECConnectorOutput
+
+    consumer_s.update_connector_output(ECConnectorOutput(ec_connector_worker_meta=consumer_w.build_connector_worker_meta()))
+    assert consumer_s.take_unavailable_requests() == {"r"}
+    assert consumer_s.counters["load_failures"] == 1 and consumer_s.counters["checksum_failures"] == 1
+
+
+def test_evicted_between_schedule_and_load_is_prevented_by_the_read_lease(vllm_config_factory, connectors,
+                                                                          server) -> None:
+    from eccache import Client
+
+    producer_s, producer_w = connectors(vllm_config_factory("a", "ec_producer", {"server": server}))
+    consumer_s, consumer_w = connectors(vllm_config_factory("a", "ec_consumer", {"server": server}))
+    identifier = _id()
+    embedding = _embedding(seed=3)
+    produce(producer_s, producer_w, make_request("p", identifier), embedding)
+    assert producer_w.worker.wait_for_saves()
+    request = make_request("r", identifier, with_media=False)
+    assert resolve(consumer_s, request)
+    with Client(server) as client:  # a leased entry is not evictable: its slot keeps its bytes
+        info = client.lookup_entries(producer_s.namespace, [identifier])[0]
+        assert info is not None
+    loaded = schedule_and_load(consumer_s, consumer_w, request)
+    assert torch.equal(loaded[identifier], embedding)
+
+
+def test_entry_deleted_between_schedule_and_load_never_serves_wrong_data(vllm_config_factory, connectors,
+                                                                         server) -> None:
+    producer_s, producer_w = connectors(vllm_config_factory("a", "ec_producer", {"server": server}))
+    consumer_s, consumer_w = connectors(vllm_config_factory("a", "ec_consumer", {"server": server}))
+    identifier = _id()
+    embedding = _embedding(seed=4)
+    produce(producer_s, producer_w, make_request("p", identifier), embedding)
+    assert producer_w.worker.wait_for_saves()
+    request = make_request("r", identifier, with_media=False)
+    assert resolve(consumer_s, request)
+    consumer_s.update_state_after_alloc(request, 0)
+    meta = consumer_s.build_connector_meta(None)
+    # simulate a wrong checksum in flight: whatever the bytes are, they must not be served
+    spec = meta.loads[0]
+    bad_info = dataclasses.replace(spec.acquired.info, checksum=spec.acquired.info.checksum ^ 1)
+    meta.loads[0] = dataclasses.replace(spec, acquired=dataclasses.replace(spec.acquired, info=bad_info))
+    consumer_w.bind_connector_metadata(meta)
+    cache: dict[str, torch.Tensor] = {}
+    consumer_w.start_load_caches(cache)
+    assert not torch.equal(cache[identifier], embedding)
+    assert consumer_w.counters["load_failures"] == 1
+
+
+def test_save_queue_full_skips_counts_and_does_not_block(vllm_config_factory, connectors, server) -> None:
+    extra = {"server": server, "save_queue_bytes": 1000}  # smaller than one [4,128] float32 embedding
+    producer_s, producer_w = connectors(vllm_config_factory("a", "ec_producer", extra))
+    started = time.perf_counter()
+    produce(producer_s, producer_w, make_request("p", _id()), _embedding())
+    assert time.perf_counter() - started < 0.5
+    assert producer_w.counters["saves_skipped"] == 1 and producer_w.counters["saves"] == 0
+
+
+def test_save_queue_full_while_server_hangs_never_blocks_encoding(vllm_config_factory, connectors) -> None:
+    import socket
+
+    listener = socket.socket()  # accepts TCP but never answers gRPC: publication hangs
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(16)
+    try:
+        address = f"127.0.0.1:{listener.getsockname()[1]}"
+        extra = {"server": address, "save_queue_bytes": 2048, "timeout_ms": 3000}
+        producer_s, producer_w = connectors(vllm_config_factory("a", "ec_producer", extra))
+        started = time.perf_counter()
+        for i in range(5):
+            produce(producer_s, producer_w, make_request(f"p{i}", _id()), _embedding())
+        assert time.perf_counter() - started < 0.5
+        assert producer_w.worker.save_queue.used == 2048  # one queued, stuck on the network
+        assert producer_w.counters["saves_skipped"] == 4
+    finally:
+        listener.close()
+
+
+def test_stats_reach_the_scheduler_and_prometheus(vllm_config_factory, connectors, server) -> None:
+    from prometheus_client import Counter, Gauge, Histogram
+
+    from connector.eccache_connector import ECCacheConnector
+
+    producer_s, producer_w = connectors(vllm_config_factory("a", "ec_producer", {"server": server}))
+    consumer_s, consumer_w = connectors(vllm_config_factory("a", "ec_consumer", {"server": server}))
+    identifier = _id()
+    produce(producer_s, producer_w, make_request("p", identifier), _embedding())
+    assert producer_w.worker.wait_for_saves()
+    request = make_request("r", identifier, with_media=False)
+    assert resolve(consumer_s, request)
+    schedule_and_load(consumer_s, consumer_w, request)
+    stats = consumer_s.get_ec_connector_stats()
+    assert stats is not None and stats.reduce()["loads"] == 1 and stats.reduce()["hits"] == 1
+    assert consumer_s.get_ec_connector_stats() is None  # deltas: nothing new
+
+    from prometheus_client import CollectorRegistry
+
+    registry = CollectorRegistry()  # a private registry, not the process-global one
+
+    def bound(cls: Any) -> Any:
+        return lambda *a, **kw: cls(*a, registry=registry, **kw)
+
+    metrics = ECCacheConnector.build_prom_metrics(
+        consumer_s._vllm_config, {Gauge: bound(Gauge), Counter: bound(Counter), Histogram: bound(Histogram)},
+        ["engine"], {0: ["0"]})
+    metrics.observe(stats.data, 0)
+    assert registry.get_sample_value("vllm:eccache_loads_total", {"engine": "0"}) == 1.0
