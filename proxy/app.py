@@ -172,6 +172,7 @@ async def _respond_stream(request: web.Request, core: ProxyCore, prep: Prepared,
 
 async def models(request: web.Request) -> web.Response:
     core = _core(request)
+    core.tenants.resolve(request.headers)
 
     async def get(inst: Instance) -> bytes:
         status, data = await core.backends.get(inst.url, "/v1/models", timeout_s=core.config.timeouts.probe_s)

@@ -76,7 +76,6 @@ class PendingPrefill:
     body: Mapping[str, Any]
     tokens: int
     route: str
-    called: bool = False
 
 
 @dataclass(eq=False)
@@ -302,12 +301,21 @@ class ProxyCore:
             self.pending[rid] = PendingPrefill(body=body, tokens=prep.prefill_tokens, route=route)
             return dumps(build_decode_body_layerwise(body, self.metaserver_url, rid))
 
+        ok = False
         try:
-            return await self._stream_from(Role.DECODE, prep.tokens, route, d_payload_for,
-                                           headers_for=lambda: {"X-Request-Id": rids[-1]})
+            result = await self._stream_from(Role.DECODE, prep.tokens, route, d_payload_for,
+                                             headers_for=lambda: {"X-Request-Id": rids[-1]})
+            ok = True
+            return result
         finally:
+            # Failed attempts can no longer be called back. The D that answered may still call (if it
+            # streams before its prefill); its entry expires after the prefill timeout.
+            loop = asyncio.get_running_loop()
             for rid in rids:
-                self.pending.pop(rid, None)
+                if ok and rid == rids[-1] and rid in self.pending:
+                    loop.call_later(t.prefill_s, self.pending.pop, rid, None)
+                else:
+                    self.pending.pop(rid, None)
 
     async def _stream_from(self, role: Role, tokens: int, route: str, payload_for: Callable[[Instance], bytes],
                            headers_for: Callable[[], dict[str, str]] | None = None
@@ -329,10 +337,9 @@ class ProxyCore:
             NotFound: unknown or already used request_id.
         """
         rid = params.get("request_id")
-        pending = self.pending.get(rid) if isinstance(rid, str) else None
-        if pending is None or pending.called:
+        pending = self.pending.pop(rid, None) if isinstance(rid, str) else None
+        if pending is None:  # unknown, expired, or already used: a request id is good for one call
             raise NotFound("unknown request_id")
-        pending.called = True
         payload = dumps(build_prefill_body_layerwise(pending.body, params))
         timeout_s = self.config.timeouts.prefill_s
 
