@@ -11,12 +11,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 PREFIX = "ecc"
-_ESCAPES = {"%": "%25", "{": "%7B", "}": "%7D", "|": "%7C"}
+_ESCAPES = str.maketrans({"%": "%25", "{": "%7B", "}": "%7D", "|": "%7C"})
 
 
 def escape(part: str) -> str:
     """Percent-escapes the characters that are structural in key names."""
-    return "".join(_ESCAPES.get(ch, ch) for ch in part)
+    return part.translate(_ESCAPES)
 
 
 @dataclass(frozen=True, slots=True)

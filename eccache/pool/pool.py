@@ -46,7 +46,8 @@ class Pool:
     """A byte region of `nbytes` with best-fit slots. Thread-safe."""
 
     def __init__(self, nbytes: int, index: Index, pool_id: str, *, align: int = 4096) -> None:
-        self.buffer = np.empty(nbytes, dtype=np.uint8)  # pages are touched lazily by writers
+        self.buffer = np.empty(nbytes, dtype=np.uint8)
+        self.buffer.fill(0)  # fault every page in now: a first write into cold pages runs at half speed
         self.nbytes = nbytes
         self.pool_id = pool_id
         self._index = index

@@ -1,0 +1,1 @@
+"""Benchmarks (`eccache bench SUITE`): each measures its baselines in the same run and reports ratios."""
