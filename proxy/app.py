@@ -35,6 +35,7 @@ from proxy.routing import analyze_chat, analyze_completion, choose_path
 
 log = logging.getLogger(__name__)
 CORE: web.AppKey[ProxyCore] = web.AppKey("core", ProxyCore)
+_OFFLOAD_NBYTES = 1 << 20
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -69,6 +70,8 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
 async def _json_body(request: web.Request) -> tuple[bytes, Any]:
     raw = await request.read()
     try:
+        if len(raw) > _OFFLOAD_NBYTES:  # a big body (inline images): parse off the event loop
+            return raw, await asyncio.to_thread(json.loads, raw)
         return raw, json.loads(raw)
     except (ValueError, UnicodeDecodeError) as exc:
         raise BadRequest(f"malformed JSON body: {exc}") from exc

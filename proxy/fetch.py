@@ -73,7 +73,10 @@ class MediaFetcher:
         """
         kind = classify_url(url)
         if kind is UrlKind.DATA:
-            mime, data = decode_data_url(url, self.policy.max_nbytes)
+            if len(url) > (1 << 20):  # big inline image: decode off the event loop
+                mime, data = await asyncio.to_thread(decode_data_url, url, self.policy.max_nbytes)
+            else:
+                mime, data = decode_data_url(url, self.policy.max_nbytes)
             return Media(data, mime, url)
         if kind is UrlKind.FILE:
             path = resolve_file_url(url, self.policy.allowed_file_dir)

@@ -42,6 +42,7 @@ from proxy.singleflight import SingleFlight
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 CHAT_PATH = "/v1/chat/completions"
+_OFFLOAD_NBYTES = 1 << 20  # hash/parse bigger payloads in a worker thread, off the event loop
 
 
 def dumps(obj: Any) -> bytes:
@@ -179,8 +180,11 @@ class ProxyCore:
         uuids: list[str] = []
         urls: list[str] = []
         tokens: dict[str, int] = {}
-        for media in medias:
-            ident = derive_uuid(tenant.key, uuid_ns, content_hash(media.data))
+        big = sum(len(m.data) for m in medias) > _OFFLOAD_NBYTES
+        digests = (await asyncio.to_thread(lambda: [content_hash(m.data) for m in medias]) if big
+                   else [content_hash(m.data) for m in medias])
+        for media, digest in zip(medias, digests, strict=True):
+            ident = derive_uuid(tenant.key, uuid_ns, digest)
             uuids.append(ident)
             urls.append(media.url or encode_data_url(media.data, _mime_of(media)))
             tokens[ident] = est.image_tokens(image_size(media.data))
@@ -208,26 +212,34 @@ class ProxyCore:
         return items, sum(tokens[u] for u in uuids)
 
     async def _encode(self, req: ChatRequest, cold: list[tuple[str, str, int]]) -> dict[str, Encoded]:
-        """Encode cold items once across concurrent requests; never raises for encoder failures."""
-        owned, waiting = self.flights.claim(u for u, _, _ in cold)
+        """Encode cold items once across concurrent requests; never raises for encoder failures.
+
+        The flight key is the uuid (already tenant- and namespace-scoped), plus the processor kwargs when
+        the request carries any (then vLLM's identifier depends on them too).
+        """
+        suffix = "" if req.identifier_predictable else "|" + _kwargs_digest(req.body)
+        key_of = {u: u + suffix for u, _, _ in cold}
+        owned, waiting = self.flights.claim(key_of.values())
         if waiting:
             self.metrics.items.labels("joined").inc(len(waiting))
         results: dict[str, Encoded] = {}
         task: asyncio.Task[dict[str, Encoded]] | None = None
         if owned:
             owned_set = set(owned)
-            mine = [c for c in cold if c[0] in owned_set]
-            task = asyncio.create_task(self._encode_batch(req.model, mine, req.body))
+            mine = [c for c in cold if key_of[c[0]] in owned_set]
+            task = asyncio.create_task(self._encode_batch(req.model, mine, req.body, key_of))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
         if task is not None:
             results.update(await asyncio.shield(task))
-        for ident, fut in waiting.items():
-            results[ident] = await asyncio.shield(fut)
+        for u, key in key_of.items():
+            fut = waiting.get(key)
+            if fut is not None:
+                results[u] = await asyncio.shield(fut)
         return results
 
-    async def _encode_batch(self, model: str, items: list[tuple[str, str, int]],
-                            extra: Mapping[str, Any]) -> dict[str, Encoded]:
+    async def _encode_batch(self, model: str, items: list[tuple[str, str, int]], extra: Mapping[str, Any],
+                            key_of: Mapping[str, str]) -> dict[str, Encoded]:
         """One encoder request for ``items`` (retried on another encoder); resolves their flights."""
         results: dict[str, Encoded] = {u: Encoded(False) for u, _, _ in items}
         try:
@@ -258,7 +270,7 @@ class ProxyCore:
             return results
         finally:
             for ident, res in results.items():
-                self.flights.resolve(ident, res)
+                self.flights.resolve(key_of[ident], res)
 
     # ---- P / D steps ------------------------------------------------------------------------------------
     async def open_final(self, prep: Prepared, route: str, *, stream_timeout: bool = True
@@ -349,6 +361,11 @@ class ProxyCore:
         lease, data = await self.attempt(Role.PREFILL, pending.tokens, prefill)
         lease.release()
         return data
+
+
+def _kwargs_digest(body: Mapping[str, Any]) -> str:
+    kwargs = {k: body.get(k) for k in ("mm_processor_kwargs", "media_io_kwargs")}
+    return content_hash(json.dumps(kwargs, sort_keys=True, default=str).encode()).hex()[:32]
 
 
 def _mime_of(media: Media) -> str:

@@ -45,3 +45,14 @@ def test_bench_prints_the_agreed_json_keys() -> None:
     for key in ("added_p50_ms", "added_p99_ms", "proxy_rps", "direct_rps"):
         assert isinstance(result[key], (int, float))
     assert result["proxy_rps"] > 0 and result["direct_rps"] > 0
+
+
+def test_instance_flags_accept_lists_and_repeats() -> None:
+    from proxy.cli import build_parser, config_from_args
+
+    args = build_parser().parse_args(["--encode", "http://e1", "http://e2", "--encode", "http://e3",
+                                      "--prefill", "http://p", "--decode", "http://d",
+                                      "--pd-convention", "layerwise", "--model-family", "qwen3-vl"])
+    cfg = config_from_args(args)
+    assert cfg.encode_urls == ("http://e1", "http://e2", "http://e3") and cfg.disaggregated
+    assert cfg.convention.value == "layerwise" and cfg.estimator.px_per_token == 32

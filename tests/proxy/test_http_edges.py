@@ -154,3 +154,19 @@ def test_mm_processor_kwargs_make_identifiers_unpredictable() -> None:
             assert h.pds[0].mock.counters["metadata_only_parts"] == 0  # never metadata-only
             assert h.proxy.core.metrics.items.labels("unpredictable")._value.get() == 2
     run(scenario())
+
+
+def test_big_inline_image_is_handled_off_the_event_loop() -> None:
+    async def scenario() -> None:
+        import os
+
+        data = make_png(640, 480, seed=65) + os.urandom(3 << 20)
+        url = "data:image/png;base64," + base64.b64encode(data).decode()
+        async with harness() as h:
+            for _ in range(2):
+                status, body = await h.chat(chat_body(images=(url,)))
+                assert status == 200, body
+            assert h.counters(h.encoders) == 1
+            assert h.proxy.core.balancer.pool(Role.ENCODE).instances()[0].total_requests == 1
+            h.assert_idle()
+    run(scenario())
