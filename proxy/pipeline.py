@@ -123,7 +123,8 @@ class ProxyCore:
         pool = self.balancer.pool(role)
         tried: list[Instance] = []
         last: UpstreamError | None = None
-        for i in range(attempts or self.config.max_attempts):
+        tries = attempts or self.config.max_attempts
+        for i in range(tries):
             try:
                 lease = pool.acquire(tokens, exclude=tried)
             except NoInstanceAvailable:
@@ -147,7 +148,8 @@ class ProxyCore:
                 log.info("%s %s failed (try %d): %s", role.value, lease.instance.url, i + 1, exc)
                 if not exc.retryable:
                     raise
-                self.metrics.retries.labels(role.value).inc()
+                if i + 1 < tries:
+                    self.metrics.retries.labels(role.value).inc()
             finally:
                 if not done:
                     lease.release()
