@@ -221,3 +221,20 @@ def test_counters_return_to_zero_after_mixed_load_with_disconnects_and_failures(
                 for inst in pool.instances():
                     assert inst.active_tokens == 0 and inst.active_requests == 0
     run(scenario())
+
+
+def test_first_byte_timeout_is_504_and_releases_everything() -> None:
+    from proxy.config import Timeouts
+
+    async def scenario() -> None:
+        t = Timeouts(connect_s=1, encode_s=0.3, prefill_s=1, first_byte_s=0.3, idle_s=1, probe_s=1, lookup_s=1)
+        async with harness(timeouts=t, encode_attempts=1) as h:
+            h.pds[0].mock.faults.update({"delay_s": 1.0})
+            status, body = await h.chat(chat_body())
+            assert status == 504 and body["error"]["type"] == "timeout_error"
+            h.encoders[0].mock.faults.update({"delay_s": 1.0})  # encoder too slow: PD gets the media
+            status, _ = await h.chat(chat_body(images=(png_data_url(seed=81),)))
+            assert status == 200 and h.pds[0].mock.counters["local_encodes"] == 1
+            await asyncio.sleep(0.8)
+            h.assert_idle()
+    run(scenario())

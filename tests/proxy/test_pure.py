@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import struct
 from pathlib import Path
 
@@ -219,3 +220,20 @@ def test_single_flight_shares_one_result() -> None:
         sf.resolve("c", 2)
         assert sf.in_flight() == 0 and sf.joined == 1
     asyncio.run(scenario())
+
+
+_json = st.recursive(st.none() | st.booleans() | st.integers() | st.text(max_size=8),
+                     lambda children: st.lists(children, max_size=4) | st.dictionaries(
+                         st.sampled_from(["model", "messages", "role", "content", "type", "text", "image_url",
+                                          "url", "uuid", "stream", "prompt"]), children, max_size=5),
+                     max_leaves=25)
+
+
+@settings(max_examples=400, deadline=None)
+@given(_json)
+def test_analyzers_only_ever_raise_bad_request(body: object) -> None:
+    from proxy.routing import analyze_completion
+
+    for analyze in (analyze_chat, analyze_completion):
+        with contextlib.suppress(BadRequest):
+            analyze(body)
