@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 import redis
 
 from eccache.errors import LeaseExpired, Unavailable
-from eccache.keys import EntryKey, alias_key, node_key, pool_alive_key
+from eccache.keys import EntryKey, alias_key, node_key, pool_alive_key, pool_entries_key
 from eccache.types import EntryState, ReserveOutcome
 
 _LUA_DIR = pathlib.Path(__file__).with_name("lua")
@@ -42,6 +42,15 @@ class IndexEntry:
     created_ms: int
     expires_ms: int  # READY: TTL expiry (0 none); PENDING: write-lease expiry
     atime_ms: int
+
+
+def _pack_key(key: EntryKey) -> bytes:
+    return key.namespace.encode() + b"\n" + key.identifier.encode()
+
+
+def _unpack_key(packed: bytes) -> EntryKey:
+    namespace, identifier = packed.decode().split("\n", 1)
+    return EntryKey(namespace, identifier)
 
 
 def _s(value: bytes | None) -> str:
@@ -141,9 +150,12 @@ class Index:
         return ReserveOutcome[_s(outcome)], int(expires)
 
     @_guarded
-    def commit(self, key: EntryKey, *, lease_id: str, checksum: int) -> None:
+    def commit(self, key: EntryKey, *, lease_id: str, checksum: int, pool_id: str | None) -> None:
         if self._scripts["commit"](keys=[key.entry], args=[lease_id, str(checksum)]) != b"OK":
             raise LeaseExpired(f"write lease {lease_id} of {key.identifier!r} is no longer held")
+        # membership lets a successor purge this pool's entries (another hash slot: not atomic, need not be)
+        if pool_id:
+            self._r.sadd(pool_entries_key(pool_id), _pack_key(key))
 
     @_guarded
     def abort(self, key: EntryKey, *, lease_id: str) -> tuple[str, int] | None:
@@ -178,8 +190,26 @@ class Index:
         return sum(int(n) for n in pipe.execute())
 
     @_guarded
-    def evict(self, key: EntryKey, *, pool_id: str, offset: int, mode: str = "lru") -> str:
-        return _s(self._scripts["evict"](keys=[key.entry, key.leases], args=[pool_id, offset, mode]))
+    def evict(self, key: EntryKey, *, pool_id: str, offset: int | str, mode: str = "lru") -> str:
+        outcome = _s(self._scripts["evict"](keys=[key.entry, key.leases], args=[pool_id, offset, mode]))
+        if outcome in ("EVICTED", "GONE"):
+            self._r.srem(pool_entries_key(pool_id), _pack_key(key))
+        return outcome
+
+    @_guarded
+    def purge_pool(self, pool_id: str, batch: int = 256) -> int:
+        """Deletes every entry still placed in a dead pool; returns how many. Idempotent."""
+        members_key = pool_entries_key(pool_id)
+        purged = 0
+        while True:
+            members = self._r.spop(members_key, batch)
+            if not members:
+                return purged
+            pipe = self._r.pipeline(transaction=False)
+            for packed in members:
+                key = _unpack_key(packed)
+                self._scripts["evict"](keys=[key.entry, key.leases], args=[pool_id, "*", "dead"], client=pipe)
+            purged += sum(r == b"EVICTED" for r in pipe.execute())
 
     @_guarded
     def delete_many(self, keys: Sequence[EntryKey], *, if_checksum: int = 0) -> int:

@@ -73,6 +73,8 @@ class CacheNode:
         self._pool_cache: dict[str, tuple[float, PoolInfo | None]] = {}
         self._stop = threading.Event()
         self._housekeeper: threading.Thread | None = None
+        self._dead_pools: set[str] = set()  # seen dead, their index entries still to purge
+        self._purged_pools: set[str] = set()
 
     @property
     def te_session(self) -> str:
@@ -87,8 +89,9 @@ class CacheNode:
         self.node_address = node_address
         name = self.config.node_name or node_address
         old = self.index.claim_node(name, self.pool_id)
-        if old:
+        if old and old != self.pool_id:
             log.info("node %s restarted: entries of pool %s now read as missing", name, old)
+            self._dead_pools.add(old)
         self._beat()
         self._housekeeper = threading.Thread(target=self._housekeep, name="eccache-housekeeping",
                                              daemon=True)
@@ -115,10 +118,20 @@ class CacheNode:
             try:
                 self._beat()
                 self.pool.reconcile()
+                self._purge_dead_pools()
             except Unavailable as exc:
                 log.warning("housekeeping skipped: %s", exc)
             except Exception:  # the loop must survive anything; the next beat retries
                 log.exception("housekeeping failed")
+
+    def _purge_dead_pools(self) -> None:
+        """Removes index entries of pools that no longer exist, so Redis does not keep them forever."""
+        for pool_id in list(self._dead_pools - self._purged_pools):
+            purged = self.index.purge_pool(pool_id)
+            self._purged_pools.add(pool_id)
+            self._dead_pools.discard(pool_id)
+            if purged:
+                log.info("purged %d index entries of dead pool %s", purged, pool_id)
 
     # ---- pool registry ------------------------------------------------------------------------
     def _pools(self, pool_ids: Iterable[str]) -> dict[str, PoolInfo | None]:
@@ -137,6 +150,8 @@ class CacheNode:
                 info = PoolInfo(*msgpack.unpackb(raw)) if raw else None
                 self._pool_cache[pool_id] = (now, info)
                 out[pool_id] = info
+                if info is None and pool_id not in self._purged_pools:
+                    self._dead_pools.add(pool_id)
         return out
 
     def _location(self, entry: IndexEntry, info: PoolInfo) -> Location:
@@ -239,9 +254,12 @@ class CacheNode:
 
     def commit(self, namespace: str, identifier: str, lease_id: str, checksum: int) -> None:
         key = EntryKey(v.check_namespace(namespace), v.check_identifier(identifier))
-        self.index.commit(key, lease_id=v.check_lease_id(lease_id), checksum=checksum)
         with self._writes_lock:
-            write = self._writes.pop(lease_id, None)
+            write = self._writes.get(lease_id)
+        self.index.commit(key, lease_id=v.check_lease_id(lease_id), checksum=checksum,
+                          pool_id=self.pool_id if write else None)
+        with self._writes_lock:
+            self._writes.pop(lease_id, None)
         if write is not None:
             self.pool.mark_ready(write[1])
 

@@ -168,7 +168,9 @@ def test_corrupted_bytes_read_as_a_miss_and_the_entry_is_dropped(mooncake_server
 
 
 @pytest.mark.parametrize("transport", ["mooncake", "inline"])
-def test_server_restart_turns_old_entries_into_misses(server_factory, transport: str) -> None:
+def test_server_restart_turns_old_entries_into_misses(server_factory, redis_url: str, transport: str) -> None:
+    import redis
+
     server = server_factory(transport=transport)
     src = np.arange(1000, dtype=np.float32)
     with Client(server.address) as client:
@@ -177,6 +179,9 @@ def test_server_restart_turns_old_entries_into_misses(server_factory, transport:
     with Client(server.address) as client:
         assert client.lookup("ns", ["before"]) == [False]
         assert client.get("ns", "before") is None
+        # the old pool's index entries are purged, not left in Redis forever
+        r = redis.Redis.from_url(redis_url)
+        assert wait_for(lambda: r.keys("ecc:e:*") == [], timeout_s=5)
         assert client.put("ns", "before", src) is PutOutcome.STORED
         assert client.get("ns", "before").tobytes() == src.tobytes()
 
