@@ -15,7 +15,8 @@ class Timeouts:
     """Per-phase limits, seconds.
 
     connect_s: TCP connect to a backend. encode_s: a whole encoder call. prefill_s: a whole prefill call.
-    first_byte_s: request sent → first response byte from PD/D. idle_s: gap between two streamed chunks.
+    first_byte_s: request sent → first response byte from PD/D (a non-streaming answer arrives whole, so
+    this bounds it too). idle_s: gap between two streamed chunks.
     probe_s: one health probe. lookup_s: one eccache lookup (then: all-miss).
     """
 
