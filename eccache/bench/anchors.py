@@ -81,6 +81,27 @@ def _safetensors_io() -> tuple[Callable[[Any, str], None], Callable[[str], Any],
         return save_np, load_np, make_np
 
 
+def _empty_like(item: Any) -> Any:
+    if isinstance(item, np.ndarray):
+        return np.empty_like(item)
+    import torch
+
+    return torch.empty_like(item)
+
+
+def _copy_into(out: Any, src: Any) -> None:
+    if isinstance(out, np.ndarray):
+        np.copyto(out, src)
+    else:
+        out.copy_(src)
+
+
+def _equal(a: Any, b: Any) -> bool:
+    if isinstance(a, np.ndarray):
+        return bool(np.array_equal(a, b))
+    return bool((a.view(-1)[:4096] == b.view(-1)[:4096]).all()) and bool(a.view(-1)[-1] == b.view(-1)[-1])
+
+
 def ec_example_available() -> str | None:
     """None when safetensors imports, else the reason."""
     try:
@@ -93,8 +114,10 @@ def ec_example_available() -> str | None:
 def ec_example_mbps(root: str, nbytes: int, repeat: int, shape: tuple[int, ...] | None = None) -> dict[str, float]:
     """Put/get MB/s of ECExampleConnector's file-per-item path under `root`.
 
-    put: makedirs(<root>/<new hash>) + save_file of the item (as `save_caches`); get: load_file of one saved
-    item into a new CPU tensor (as `start_load_caches` on a CPU worker).
+    put: makedirs(<root>/<new hash>) + save_file of the item (as `save_caches`). get: load_file of one saved
+    item (as `start_load_caches`) and a copy of it into a preallocated tensor: on CPU, load_file returns
+    mmap-backed tensors whose pages are read only when touched (timing load_file alone measures ~0 bytes
+    moved); on a GPU worker load_file copies them to the device, which this copy stands in for.
     """
     save, load, make = _safetensors_io()
     item = make(nbytes, shape)
@@ -111,7 +134,10 @@ def ec_example_mbps(root: str, nbytes: int, repeat: int, shape: tuple[int, ...] 
 
         put_s = timed(put, repeat)
         last = paths[-1]
-        get_s = timed(lambda: load(last), repeat)
+        out = _empty_like(item)
+        get_s = timed(lambda: _copy_into(out, load(last)), repeat)
+        if not _equal(out, item):
+            raise RuntimeError("safetensors round trip returned different bytes")
     finally:
         shutil.rmtree(base, ignore_errors=True)
     return {"put_MBps": mbps(nbytes, put_s), "get_MBps": mbps(nbytes, get_s)}
@@ -124,9 +150,9 @@ def filesystem_of(path: str) -> str:
     with contextlib.suppress(OSError), open("/proc/mounts") as mounts:
         for line in mounts:
             fields = line.split()
-            if len(fields) >= 3 and (path == fields[1] or path.startswith(fields[1].rstrip("/") + "/")):
-                if len(fields[1]) >= len(best):
-                    best, kind = fields[1], fields[2]
+            inside = len(fields) >= 3 and (path == fields[1] or path.startswith(fields[1].rstrip("/") + "/"))
+            if inside and len(fields[1]) >= len(best):
+                best, kind = fields[1], fields[2]
     return kind
 
 
@@ -235,13 +261,18 @@ def _check(rc: int, what: str) -> None:
         raise RuntimeError(f"mooncake store {what} returned {rc}")
 
 
+def _spawn(args: list[str], log: str) -> subprocess.Popen[bytes]:
+    """Start args with stdout and stderr into the file `log` (the child keeps its own descriptor)."""
+    with open(log, "wb") as out:
+        return subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, env={**os.environ, "MC_LOG_LEVEL": "ERROR"})
+
+
 def _start_master(logdir: str) -> tuple[subprocess.Popen[bytes], int]:
     rpc_port, metrics_port = free_port(), free_port()
     log = os.path.join(logdir, "master.log")
-    proc = subprocess.Popen(
-        [_binary("mooncake_master"), f"--rpc_port={rpc_port}", "--rpc_address=127.0.0.1",
-         f"--metrics_port={metrics_port}", "--metrics_host=127.0.0.1", "--enable_http_metadata_server=false"],
-        stdout=open(log, "wb"), stderr=subprocess.STDOUT)
+    proc = _spawn([_binary("mooncake_master"), f"--rpc_port={rpc_port}", "--rpc_address=127.0.0.1",
+                   f"--metrics_port={metrics_port}", "--metrics_host=127.0.0.1",
+                   "--enable_http_metadata_server=false"], log)
     _wait_port(proc, rpc_port, "mooncake_master", log)
     return proc, rpc_port
 
@@ -249,11 +280,10 @@ def _start_master(logdir: str) -> tuple[subprocess.Popen[bytes], int]:
 def _start_owner(logdir: str, master_port: int, segment_bytes: int) -> subprocess.Popen[bytes]:
     port = free_port()
     log = os.path.join(logdir, "owner.log")
-    proc = subprocess.Popen(
-        [_binary("mooncake_client"), "--host=127.0.0.1", f"--port={port}", f"--global_segment_size={segment_bytes}",
-         "--local_buffer_size=0", f"--master_server_address=127.0.0.1:{master_port}",
-         "--metadata_server=P2PHANDSHAKE", "--protocol=tcp"],
-        stdout=open(log, "wb"), stderr=subprocess.STDOUT)
+    proc = _spawn([_binary("mooncake_client"), "--host=127.0.0.1", f"--port={port}",
+                   f"--global_segment_size={segment_bytes}", "--local_buffer_size=0",
+                   f"--master_server_address=127.0.0.1:{master_port}", "--metadata_server=P2PHANDSHAKE",
+                   "--protocol=tcp"], log)
     _wait_port(proc, port, "mooncake_client (segment owner)", log)
     return proc
 
