@@ -33,7 +33,7 @@ def transfer_series(result: dict[str, Any]) -> tuple[list[int], dict[str, dict[i
 
 
 def plot_transfer(result: dict[str, Any], path: str) -> str:
-    """Write a PNG: one panel for put and one for get, grouped bars (one per path) per entry size, log MB/s."""
+    """Write a PNG: a put panel above a get panel, grouped bars (one per path) per entry size, log MB/s."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -41,7 +41,7 @@ def plot_transfer(result: dict[str, Any], path: str) -> str:
 
     sizes, series = transfer_series(result)
     width = 0.8 / max(1, len(series))
-    fig, axes = plt.subplots(1, 2, figsize=(max(8.0, 3.2 * len(sizes)) * 2, 5), sharey=True)
+    fig, axes = plt.subplots(2, 1, figsize=(max(8.0, 2.2 * len(sizes) + 3), 8), sharex=True)
     for which, ax in enumerate(axes):
         for i, (name, by_size) in enumerate(series.items()):
             xs = [k + i * width - 0.4 + width / 2 for k, n in enumerate(sizes) if n in by_size]
@@ -50,10 +50,10 @@ def plot_transfer(result: dict[str, Any], path: str) -> str:
         ax.set_xticks(range(len(sizes)), [_human(n) for n in sizes])
         ax.set_yscale("log")
         ax.set_title(("put" if which == 0 else "get") + " MB/s (higher is better)")
-        ax.set_xlabel("entry size")
+        ax.set_ylabel("MB/s")
         ax.grid(axis="y", which="both", alpha=0.3)
-    axes[0].set_ylabel("MB/s")
-    axes[1].legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize="small")
+    axes[1].set_xlabel("entry size")
+    axes[0].legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize="small")
     fig.suptitle("eccache bench transfer (one host, loopback)")
     fig.tight_layout()
     fig.savefig(path, dpi=120)

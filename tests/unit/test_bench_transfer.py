@@ -57,6 +57,25 @@ def test_ratios_table_and_plot(tmp_path: Any) -> None:
         assert f.read(8) == b"\x89PNG\r\n\x1a\n"
 
 
+def test_store_unavailable_is_reported(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A missing or broken Mooncake Store becomes one 'unavailable: <reason>' entry, never a crash."""
+    from contextlib import ExitStack
+
+    from eccache.bench import anchors
+
+    monkeypatch.setattr(anchors, "mooncake_store_available", lambda: None)
+
+    def broken(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("master did not start")
+
+    monkeypatch.setattr(anchors, "mooncake_store", broken)
+    with ExitStack() as stack:
+        store = transfer.open_store(stack, True, 1 << 20)
+    assert store == "unavailable: master did not start"
+    assert transfer.store_rows(store, 65536, 2) == {"mooncake_store": "unavailable: master did not start"}
+    assert transfer.open_store(ExitStack(), False, 1 << 20).startswith("skipped")
+
+
 def test_all_sizes_presets() -> None:
     assert sorted(transfer.SHAPES) == [65536, 9812992, 33554432, 66846720]
     assert transfer.QWEN25_NBYTES in transfer.SHAPES
