@@ -108,7 +108,7 @@ def _delegate(module: str) -> Callable[[list[str]], int]:
 
 
 # subcommands implemented by other packages; they parse their own flags
-_DELEGATED = {"proxy": "proxy.cli", "demo": "eccache.demo"}
+_DELEGATED = {"proxy": "proxy.cli", "demo": "eccache.demo", "chaos": "eccache.chaos.soak"}
 _BENCHES = {"transfer": "eccache.bench.transfer", "lookup": "eccache.bench.lookup", "proxy": "proxy.bench",
             "connector": "connector.bench", "e2e": "eccache.bench.e2e"}
 
@@ -133,6 +133,7 @@ def main(argv: list[str] | None = None) -> int:
         p.set_defaults(fn=fn)
     sub.add_parser("proxy", help="run the EPD proxy (eccache proxy --help)")
     sub.add_parser("demo", help="run a local EPD demo (eccache demo --help)")
+    sub.add_parser("chaos", help="soak + fault injection report (eccache chaos --help)")
     bench = sub.add_parser("bench", help="benchmarks: " + ", ".join(_BENCHES))
     bench.add_argument("suite", choices=sorted(_BENCHES))
     args = parser.parse_args(argv)

@@ -108,7 +108,7 @@ class Index:
     def connect(cls, redis_url: str | None) -> Index:
         """Real Redis for a URL; the in-process embedded store (fakeredis) for None."""
         if redis_url:
-            client = redis.Redis.from_url(redis_url, socket_timeout=5, socket_connect_timeout=2,
+            client = redis.Redis.from_url(redis_url, socket_timeout=2, socket_connect_timeout=1,
                                           health_check_interval=10, retry_on_timeout=False)
         else:
             import fakeredis
@@ -151,11 +151,14 @@ class Index:
 
     @_guarded
     def commit(self, key: EntryKey, *, lease_id: str, checksum: int, pool_id: str | None) -> None:
-        if self._scripts["commit"](keys=[key.entry], args=[lease_id, str(checksum)]) != b"OK":
-            raise LeaseExpired(f"write lease {lease_id} of {key.identifier!r} is no longer held")
-        # membership lets a successor purge this pool's entries (another hash slot: not atomic, need not be)
+        pipe = self._r.pipeline(transaction=False)
+        self._scripts["commit"](keys=[key.entry], args=[lease_id, str(checksum)], client=pipe)
         if pool_id:
-            self._r.sadd(pool_entries_key(pool_id), _pack_key(key))
+            # membership lets a successor purge this pool's entries; another hash slot, so not atomic with
+            # the commit, and it need not be: a purge only deletes entries that still point at the pool
+            pipe.sadd(pool_entries_key(pool_id), _pack_key(key))
+        if pipe.execute()[0] != b"OK":
+            raise LeaseExpired(f"write lease {lease_id} of {key.identifier!r} is no longer held")
 
     @_guarded
     def abort(self, key: EntryKey, *, lease_id: str) -> tuple[str, int] | None:
