@@ -44,6 +44,9 @@ def _serve_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--auth-token", default=_env("AUTH_TOKEN"), help="require this bearer token [ECCACHE_AUTH_TOKEN]")
     p.add_argument("--tls-cert", default=_env("TLS_CERT"), help="server certificate (PEM) [ECCACHE_TLS_CERT]")
     p.add_argument("--tls-key", default=_env("TLS_KEY"), help="server key (PEM) [ECCACHE_TLS_KEY]")
+    p.add_argument("--advertise-address", default=_env("ADVERTISE_ADDRESS"),
+                   help="host:port clients use to reach this server (default: host:port, or hostname:port "
+                        "when bound to 0.0.0.0) [ECCACHE_ADVERTISE_ADDRESS]")
     p.add_argument("--node-name", default=_env("NODE_NAME"),
                    help="stable node name (default host:port); a restart under it retires the old pool [ECCACHE_NODE_NAME]")
     p.add_argument("--write-lease-ms", type=int, default=int(_env("WRITE_LEASE_MS", "30000") or 30000),
@@ -66,7 +69,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         host=args.host, port=args.port, pool_nbytes=parse_size(args.pool_size), redis_url=args.redis_url,
         transport=args.transport, te_host=args.te_host, te_protocol=args.te_protocol,
         auth_token=args.auth_token, tls_cert=args.tls_cert, tls_key=args.tls_key,
-        metrics_port=args.metrics_port, node_name=args.node_name, write_lease_ms=args.write_lease_ms,
+        metrics_port=args.metrics_port, node_name=args.node_name, advertise_address=args.advertise_address, write_lease_ms=args.write_lease_ms,
         read_lease_ms=args.read_lease_ms, heartbeat_ms=args.heartbeat_ms)
     serve(config)
     return 0
@@ -113,12 +116,8 @@ _BENCHES = {"transfer": "eccache.bench.transfer", "lookup": "eccache.bench.looku
             "connector": "connector.bench", "e2e": "eccache.bench.e2e"}
 
 
-def main(argv: list[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if argv and argv[0] in _DELEGATED:
-        return _delegate(_DELEGATED[argv[0]])(argv[1:])
-    if len(argv) >= 2 and argv[0] == "bench" and argv[1] in _BENCHES:
-        return _delegate(_BENCHES[argv[1]])(argv[2:])
+def build_parser() -> argparse.ArgumentParser:
+    """The parser of the commands eccache parses itself (serve, stats, lookup, delete)."""
     parser = argparse.ArgumentParser(prog="eccache", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     _serve_parser(sub)
@@ -136,7 +135,16 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("chaos", help="soak + fault injection report (eccache chaos --help)")
     bench = sub.add_parser("bench", help="benchmarks: " + ", ".join(_BENCHES))
     bench.add_argument("suite", choices=sorted(_BENCHES))
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in _DELEGATED:
+        return _delegate(_DELEGATED[argv[0]])(argv[1:])
+    if len(argv) >= 2 and argv[0] == "bench" and argv[1] in _BENCHES:
+        return _delegate(_BENCHES[argv[1]])(argv[2:])
+    args = build_parser().parse_args(argv)
     if args.command == "serve":
         return _cmd_serve(args)
     return int(args.fn(args))

@@ -9,6 +9,7 @@ committed by the writer; a mismatch drops that entry version so the next request
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from collections import Counter
 from collections.abc import Sequence
@@ -62,7 +63,7 @@ class Client:
 
     def __init__(self, address: str, auth_token: str | None = None, transport: str | None = None, *,
                  tls_ca: bytes | str | None = None, timeout_s: float = 5.0, staging_bytes: int = 0,
-                 te_host: str = "127.0.0.1") -> None:
+                 te_host: str | None = None) -> None:
         if transport not in (None, "mooncake", "inline"):
             raise InvalidArgument(f"transport must be mooncake, inline or None, not {transport!r}")
         self.address = address
@@ -74,7 +75,8 @@ class Client:
         self._lock = threading.Lock()
         self._requested_transport = transport
         self._staging_bytes = staging_bytes
-        self._te_host = te_host
+        # where this client's Mooncake engine is reachable by pool owners (a container's own address)
+        self._te_host = te_host or os.environ.get("ECCACHE_CLIENT_TE_HOST", "127.0.0.1")
         self._transport: Transport | None = None
         self.counters: Counter[str] = Counter()
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import signal
+import socket
 import threading
 from concurrent import futures
 from dataclasses import dataclass
@@ -45,6 +46,15 @@ class RunningServer:
         self.metrics.stop()
 
 
+def advertised_address(config: ServerConfig, port: int) -> str:
+    """The address other clients use to reach this server's pool (inline reads go to the owner)."""
+    if config.advertise_address:
+        return config.advertise_address
+    if config.host in ("0.0.0.0", "::", "[::]", ""):
+        return f"{socket.gethostname()}:{port}"
+    return f"{config.host}:{port}"
+
+
 def build(config: ServerConfig) -> RunningServer:
     """Creates and starts the server (non-blocking). The bound port is in `.address`."""
     node = CacheNode(config)
@@ -72,7 +82,7 @@ def build(config: ServerConfig) -> RunningServer:
     if port == 0:
         raise OSError(f"cannot bind {bind}")
     address = f"{config.host}:{port}"
-    node.start(address)
+    node.start(advertised_address(config, port))
     server.start()
     for name in ("", SERVICE_NAME):
         health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)

@@ -36,6 +36,7 @@ class ServerConfig:
     tls_key: str | None = None
     metrics_port: int | None = None
     node_name: str | None = None
+    advertise_address: str | None = None  # how clients reach this server (default: host:port)
     write_lease_ms: int = 30_000
     read_lease_ms: int = 30_000
     heartbeat_ms: int = 1_000

@@ -14,7 +14,6 @@ import json
 import re
 import shlex
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -174,11 +173,7 @@ def _coexist(a: dict[str, Any], b: dict[str, Any]) -> bool:
 def _parse_serve(argv: list[str]) -> argparse.Namespace:
     from eccache import cli
 
-    if not hasattr(cli, "_serve_parser"):  # pragma: no cover - fallback if the helper moves
-        return _check_against_help([sys.executable, "-m", "eccache.cli", "serve", "--help"], argv)
-    parser = argparse.ArgumentParser(prog="eccache")
-    cli._serve_parser(parser.add_subparsers(dest="command", required=True))
-    return _strict_parse(parser, ["serve", *argv])
+    return _strict_parse(cli.build_parser(), ["serve", *argv])
 
 
 def _parse_proxy(argv: list[str]) -> argparse.Namespace:
