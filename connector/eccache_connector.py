@@ -119,6 +119,11 @@ class ECCacheConnector(ECConnectorBase):
     def save_caches(self, encoder_cache: dict[str, torch.Tensor], mm_hash: str, **kwargs: Any) -> None:
         self.worker.save_caches(encoder_cache, mm_hash, self._connector_metadata)
 
+    def start_save_caches(self, **kwargs: Any) -> None:
+        encoder_cache = kwargs.get("encoder_cache")
+        if encoder_cache is not None and self._connector_metadata is not None:
+            self.worker.start_save_caches(encoder_cache, self._connector_metadata)
+
     def get_finished(self, finished_req_ids: set[str]) -> tuple[set[str] | None, set[str] | None]:
         return None, None
 

@@ -46,11 +46,17 @@ class LoadSpec:
 
 @dataclass
 class ECCacheConnectorMetadata(ECConnectorMetadata):
-    """Scheduler → worker: what to load this step, and the placeholder metadata of items to save."""
+    """Scheduler → worker: what to load this step; on producers, what to (re)publish and its metadata.
+
+    `publish` names items of this step's requests: the worker publishes those already in its encoder
+    cache (vLLM does not re-encode them, so `save_caches` never fires); the server answers "exists"
+    without moving bytes when the entry is still there.
+    """
 
     namespace: str = ""
     loads: list[LoadSpec] = field(default_factory=list)
     save_metadata: dict[str, bytes] = field(default_factory=dict)
+    publish: list[str] = field(default_factory=list)
 
 
 @dataclass

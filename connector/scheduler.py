@@ -45,10 +45,18 @@ logger = logging.getLogger(__name__)
 
 @dataclass(frozen=True, slots=True)
 class Resolution:
-    """What the resolver found for one identifier: a verified entry under a read lease, or a miss."""
+    """What the resolver found for one identifier: a verified entry under a read lease, or a miss.
+
+    `resolved_at` (wall clock, like `Request.arrival_time`): a miss is only trusted by requests that
+    arrived before it was found, so a request retried after the entry was (re)published looks again.
+    """
 
     identifier: str
     acquired: Acquired | None
+    resolved_at: float = 0.0
+
+    def usable_for(self, arrival_time: float) -> bool:
+        return self.acquired is not None or self.resolved_at >= arrival_time
 
 
 class ECCacheScheduler:
@@ -86,6 +94,8 @@ class ECCacheScheduler:
         self._leases: LeaseBook[Acquired] = LeaseBook()
         self._loads: dict[str, LoadSpec] = {}
         self._save_metadata: dict[str, bytes] = {}
+        self._publish: dict[str, None] = {}  # ordered set
+        self._seen_requests: dict[str, None] = {}
         self._unavailable: set[str] = set()
         self._metadata_resolver: Any = None
         self._closed = False
@@ -97,18 +107,25 @@ class ECCacheScheduler:
 
         Runs inside the scheduling loop: it only submits work and reads local state.
         """
+        if self._is_producer and request.request_id not in self._seen_requests:
+            self._seen_requests[request.request_id] = None
+            for feature in request.mm_features or ():
+                self._publish[feature.identifier] = None
+                self._save_metadata.setdefault(feature.identifier, self._metadata_bytes(feature))
         if not self._is_consumer or self._closed:
             return True
         needed = self._needed_features(request, num_computed_tokens)
         if not needed:
             return True
         now = self._clock()
+        arrival = float(getattr(request, "arrival_time", 0.0) or 0.0)
         to_submit: list[str] = []
         waiting = False
         with self._lock:
             for feature in needed:
                 identifier = feature.identifier
-                if self._results.get(identifier) is not None:
+                resolution = self._results.get(identifier)
+                if resolution is not None and resolution.usable_for(arrival):
                     continue
                 started = self._inflight.get(identifier)
                 if started is None:
@@ -117,7 +134,7 @@ class ECCacheScheduler:
                     waiting = True
                 elif (now - started) * 1000.0 >= self._config.timeout_ms:
                     # Too slow: a miss for now; a late answer still lands in the cache.
-                    self._results.put(identifier, Resolution(identifier, None))
+                    self._results.put(identifier, Resolution(identifier, None, time.time()))
                     self.counters.add("lookup_errors")
                 else:
                     waiting = True
@@ -172,7 +189,7 @@ class ECCacheScheduler:
                 self._release([acq])
                 acq = None
             self.counters.add("hits" if acq is not None else "misses")
-            results.append(Resolution(identifier, acq))
+            results.append(Resolution(identifier, acq, time.time()))
         with self._lock:
             for resolution in results:
                 self._inflight.pop(resolution.identifier, None)
@@ -223,17 +240,18 @@ class ECCacheScheduler:
                     identifier, resolution.acquired, int(request.get_num_encoder_embeds(index))
                 )
                 return
-        if self._is_producer:
-            metadata = self._placeholder_metadata([feature]).get(identifier, {}).get("metadata", {})
-            self._save_metadata[identifier] = json.dumps(metadata, sort_keys=True).encode()
+        if self._is_producer and identifier not in self._save_metadata:
+            self._save_metadata[identifier] = self._metadata_bytes(feature)
 
     def build_connector_meta(self, scheduler_output: Any) -> ECCacheConnectorMetadata:
         self.expire()
         meta = ECCacheConnectorMetadata(
-            namespace=self.namespace, loads=list(self._loads.values()), save_metadata=self._save_metadata
+            namespace=self.namespace, loads=list(self._loads.values()), save_metadata=self._save_metadata,
+            publish=list(self._publish),
         )
         self._loads = {}
         self._save_metadata = {}
+        self._publish = {}
         return meta
 
     def update_connector_output(self, connector_output: Any) -> None:
@@ -256,6 +274,7 @@ class ECCacheScheduler:
             for feature in request.mm_features or ():
                 self._handoff.discard((self.namespace, feature.identifier))
         self._unavailable.discard(request.request_id)
+        self._seen_requests.pop(request.request_id, None)
         if not self._is_producer or not request.mm_features:
             return False, None
         items = self._placeholder_metadata(request.mm_features)
@@ -287,6 +306,11 @@ class ECCacheScheduler:
         except Exception:  # noqa: BLE001 - metadata is an optimisation for the proxy
             logger.debug("eccache: placeholder metadata unavailable", exc_info=True)
             return {}
+
+    def _metadata_bytes(self, feature: Any) -> bytes:
+        """The item's placeholder metadata (e.g. `{"image_grid_thw": [1, 4, 4]}`) as stored with the entry."""
+        metadata = self._placeholder_metadata([feature]).get(feature.identifier, {}).get("metadata", {})
+        return json.dumps(metadata, sort_keys=True).encode()
 
     def _is_metadata_only(self, feature: Any) -> bool:
         """True when the item carries only placeholder metadata (no media, no embedding)."""

@@ -28,13 +28,10 @@ from connector.client_pool import ClientPool
 from connector.config import ConnectorConfig
 from connector.handoff import Handoff
 from connector.metadata import ECCacheConnectorMetadata, ECCacheWorkerMetadata, LoadSpec
-from connector.state import ByteBudget, Counters, ResultCache
+from connector.state import ByteBudget, Counters
 from connector.tensors import entry_is_well_formed, torch_dtype, view_as_entry
 
 logger = logging.getLogger(__name__)
-
-_RECENT_SAVES = 8192
-_RECENT_SAVES_TTL_S = 60.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,8 +80,6 @@ class ECCacheWorker:
         self._staging: torch.Tensor | None = None
         self._failed_loads: set[str] = set()
         self._budget = ByteBudget(config.save_queue_bytes)
-        self._recent: ResultCache[str, bool] = ResultCache(_RECENT_SAVES, _RECENT_SAVES_TTL_S)
-        self._recent_lock = threading.Lock()
         self._queue: queue.SimpleQueue[_SaveJob | None] = queue.SimpleQueue()
         self._publisher: threading.Thread | None = None
         self._saves_rank = _tensor_parallel_rank() == 0
@@ -169,6 +164,12 @@ class ECCacheWorker:
 
     # ----------------------------------------------------------------- saves
 
+    def start_save_caches(self, encoder_cache: dict[str, torch.Tensor], metadata: Any) -> None:
+        """Before the encoder runs: publishes this step's items that vLLM already holds (not re-encoded)."""
+        for identifier in getattr(metadata, "publish", None) or ():
+            if identifier in encoder_cache:
+                self.save_caches(encoder_cache, identifier, metadata)
+
     def save_caches(self, encoder_cache: dict[str, torch.Tensor], mm_hash: str, metadata: Any) -> None:
         """Queues `encoder_cache[mm_hash]` for publication; returns without waiting for the network."""
         if not self._is_producer or not self._saves_rank or self._closed:
@@ -176,10 +177,6 @@ class ECCacheWorker:
         tensor = encoder_cache.get(mm_hash)
         if tensor is None:
             return
-        with self._recent_lock:
-            if self._recent.get(mm_hash) is not None:
-                self.counters.add("saves_existing")
-                return
         if tensor.dim() != 2:
             tensor = tensor.reshape(-1, tensor.shape[-1])
         if torch_dtype(str(tensor.dtype)) is None:
@@ -218,8 +215,6 @@ class ECCacheWorker:
                 raw = self._pool.call(lambda c, j=job: c.put(self.namespace, j.identifier, j.host, j.metadata))
                 outcome = str(getattr(raw, "value", raw))
                 self.counters.add("saves" if outcome == "stored" else "saves_existing")
-                with self._recent_lock:
-                    self._recent.put(job.identifier, True)
             except Exception as exc:  # noqa: BLE001 - a failed publication only costs a future miss
                 logger.warning("eccache: publishing %s failed: %s", job.identifier, exc)
                 self.counters.add("save_errors")

@@ -306,3 +306,18 @@ def test_stats_reach_the_scheduler_and_prometheus(vllm_config_factory, connector
         ["engine"], {0: ["0"]})
     metrics.observe(stats.data, 0)
     assert registry.get_sample_value("vllm:eccache_loads_total", {"engine": "0"}) == 1.0
+
+
+def test_a_miss_is_not_trusted_by_a_request_that_arrives_after_it(vllm_config_factory, connectors, server) -> None:
+    producer_s, producer_w = connectors(vllm_config_factory("a", "ec_producer", {"server": server}))
+    consumer_s, consumer_w = connectors(vllm_config_factory("a", "ec_consumer", {"server": server}))
+    identifier = _id()
+    first = make_request("first", identifier, with_media=False)
+    assert not resolve(consumer_s, first)  # nothing published yet: failed cleanly
+    assert consumer_s.take_unavailable_requests() == {"first"}
+    embedding = _embedding(seed=9)
+    produce(producer_s, producer_w, make_request("p", identifier), embedding)
+    assert producer_w.worker.wait_for_saves()
+    retry = make_request("retry", identifier, with_media=False)  # the proxy's retry, arriving later
+    assert resolve(consumer_s, retry) and consumer_s.has_cache_item(identifier)
+    assert torch.equal(schedule_and_load(consumer_s, consumer_w, retry)[identifier], embedding)
