@@ -124,6 +124,8 @@ class ECCacheScheduler:
         with self._lock:
             for feature in needed:
                 identifier = feature.identifier
+                if self._leases.holds(request.request_id, identifier):
+                    continue  # allocated in an earlier step (chunked prefill): already loaded
                 resolution = self._results.get(identifier)
                 if resolution is not None and resolution.usable_for(arrival):
                     continue
@@ -144,6 +146,8 @@ class ECCacheScheduler:
             return False
         # All resolved: an item that is missing and cannot be encoded here fails the request.
         for feature in needed:
+            if self._leases.holds(request.request_id, feature.identifier):
+                continue
             if not self.has_cache_item(feature.identifier) and self._is_metadata_only(feature):
                 if request.request_id not in self._unavailable:
                     logger.warning(

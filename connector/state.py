@@ -96,6 +96,9 @@ class LeaseBook(Generic[L]):
         held[identifier] = lease
         return previous if previous is not lease else None
 
+    def holds(self, request_id: str, identifier: str) -> bool:
+        return identifier in self._by_request.get(request_id, {})
+
     def take_request(self, request_id: str) -> list[L]:
         """Removes and returns every lease the request held."""
         return list(self._by_request.pop(request_id, {}).values())

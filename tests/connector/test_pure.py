@@ -133,6 +133,7 @@ def test_lease_book_releases_each_lease_once() -> None:
     book.add("r2", "img", "L3")
     book.add("r2", "other", "L4")
     assert book.requests_holding(["img"]) == {"r1", "r2"}
+    assert book.holds("r2", "other") and not book.holds("r1", "other")
     assert book.take_item("r2", "other") == "L4"
     assert book.take_request("r1") == ["L2"]
     assert book.take_request("r1") == []
