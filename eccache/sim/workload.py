@@ -125,6 +125,8 @@ async def drive(base_url: str, bodies: Sequence[bytes], *, concurrency: int,
                 if progress is not None:
                     progress(done, len(bodies))
 
+        if progress is not None:
+            progress(0, len(bodies))
         t0 = time.perf_counter()
         await asyncio.gather(*(worker() for _ in range(max(1, concurrency))))
         wall = time.perf_counter() - t0
