@@ -10,6 +10,8 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
+import re
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -23,6 +25,7 @@ from proxy.errors import (
     BadRequest,
     Forbidden,
     NotFound,
+    Overloaded,
     ProxyError,
     Unauthenticated,
     UpstreamError,
@@ -31,7 +34,7 @@ from proxy.errors import (
 from proxy.health import probe_all, probe_loop
 from proxy.identity import TenantDirectory, constant_time_equals, load_tenant_directory
 from proxy.pipeline import Prepared, ProxyCore, dumps
-from proxy.routing import analyze_chat, analyze_completion, choose_path
+from proxy.routing import MAX_JSON_DEPTH, analyze_chat, analyze_completion, choose_path, json_problem
 
 log = logging.getLogger(__name__)
 CORE: web.AppKey[ProxyCore] = web.AppKey("core", ProxyCore)
@@ -65,20 +68,72 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
             kind = "not_found_error" if exc.status == 404 else "invalid_request_error"
             return error_response(exc.status, exc.reason, kind)
         raise
+    except (ConnectionResetError, asyncio.CancelledError):
+        raise
+    except Exception:  # a bug: log the traceback here, never send it to the client
+        log.exception("unhandled error in %s %s", request.method, request.path)
+        return error_response(500, "internal proxy error", "internal_error")
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if math.isinf(value):
+        raise ValueError(f"number {text[:32]} is out of range")
+    return value
+
+
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+
+
+def _parse_json(raw: bytes) -> Any:
+    """Parse a request body; BadRequest for malformed JSON, NaN/Infinity, nesting over MAX_JSON_DEPTH, or
+    lone surrogates (only searched for when the body has a surrogate escape at all)."""
+    try:
+        value = json.loads(raw, parse_constant=_reject_constant, parse_float=_finite_float)
+    except RecursionError:
+        raise BadRequest(f"JSON body nested deeper than {MAX_JSON_DEPTH} levels") from None
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise BadRequest(f"malformed JSON body: {exc}") from exc
+    problem = json_problem(value, check_text=_SURROGATE_ESCAPE.search(raw) is not None)
+    if problem is not None:
+        raise BadRequest(problem)
+    return value
 
 
 async def _json_body(request: web.Request) -> tuple[bytes, Any]:
     raw = await request.read()
-    try:
-        if len(raw) > _OFFLOAD_NBYTES:  # a big body (inline images): parse off the event loop
-            return raw, await asyncio.to_thread(json.loads, raw)
-        return raw, json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise BadRequest(f"malformed JSON body: {exc}") from exc
+    if len(raw) > _OFFLOAD_NBYTES:  # a big body (inline images): parse off the event loop
+        return raw, await asyncio.to_thread(_parse_json, raw)
+    return raw, _parse_json(raw)
 
 
 def _core(request: web.Request) -> ProxyCore:
     return request.app[CORE]
+
+
+def admitted(handler: Handler) -> Handler:
+    """Wrap a client route with ``--max-concurrent`` admission: 503 when full; the ticket is released once,
+    when the handler finishes (last byte streamed, error, client disconnect or cancellation)."""
+
+    async def wrapper(request: web.Request) -> web.StreamResponse:
+        core = _core(request)
+        try:
+            ticket = core.admission.enter()
+        except Overloaded:
+            core.metrics.overloaded.inc()
+            raise
+        core.metrics.in_flight.inc()
+        try:
+            return await handler(request)
+        finally:
+            if ticket.release():
+                core.metrics.in_flight.dec()
+
+    return wrapper
 
 
 async def chat_completions(request: web.Request) -> web.StreamResponse:
@@ -108,6 +163,7 @@ async def _respond(request: web.Request, core: ProxyCore, prep: Prepared, route:
                    label: str) -> web.StreamResponse:
     started = time.perf_counter()
     status = "error"
+    resp: web.StreamResponse
     try:
         if not stream:
             resp = await _respond_whole(core, prep, route)
@@ -196,7 +252,8 @@ async def health(request: web.Request) -> web.Response:
     enc = core.balancer.pool(Role.ENCODE)
     state = "ok" if ok and (not len(enc) or enc.healthy_count()) else ("degraded" if ok else "unavailable")
     body = {"status": state, "instances": report, "eccache": core.cache.enabled,
-            "active_requests": core.balancer.active_requests(), "active_tokens": core.balancer.active_tokens()}
+            "active_requests": core.balancer.active_requests(), "active_tokens": core.balancer.active_tokens(),
+            "in_flight": core.admission.active, "live_leases": core.balancer.live_leases()}
     return web.Response(status=200 if ok else 503, body=dumps(body), content_type="application/json")
 
 
@@ -277,8 +334,8 @@ def build_app(config: ProxyConfig, *, cache: CacheView | None = None, tenants: T
     core = ProxyCore(config, cache, tenants)
     app = web.Application(client_max_size=config.max_request_nbytes, middlewares=[error_middleware])
     app[CORE] = core
-    app.router.add_post("/v1/chat/completions", chat_completions)
-    app.router.add_post("/v1/completions", completions)
+    app.router.add_post("/v1/chat/completions", admitted(chat_completions))
+    app.router.add_post("/v1/completions", admitted(completions))
     app.router.add_get("/v1/models", models)
     app.router.add_get("/health", health)
     app.router.add_get("/metrics", metrics)

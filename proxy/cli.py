@@ -46,6 +46,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-media-bytes", type=int, default=20 * 1024 * 1024)
     p.add_argument("--max-request-bytes", type=int, default=64 * 1024 * 1024)
     p.add_argument("--max-media-items", type=int, default=32)
+    p.add_argument("--max-concurrent", type=int, default=0,
+                   help="client requests/streams in flight at once; more get 503 (0: unlimited)")
+    p.add_argument("--max-image-pixels", type=int, default=89_478_485,
+                   help="largest width*height an image header may claim (413 above)")
+    p.add_argument("--allow-unknown-image-formats", action="store_true",
+                   help="pass media that is not PNG/JPEG/GIF/WebP to the encoder unchecked")
     p.add_argument("--media-fetch-timeout", type=float, default=10.0)
     p.add_argument("--allowed-file-dir", default=None, help="file:// media allowed under this directory")
     p.add_argument("--deny-private-networks", action="store_true", help="refuse internal media hosts")
@@ -78,13 +84,15 @@ def config_from_args(args: argparse.Namespace) -> ProxyConfig:
         estimator=TokenEstimator(chars_per_token=args.chars_per_token, px_per_token=px),
         media=MediaPolicy(max_nbytes=args.max_media_bytes, fetch_timeout_s=args.media_fetch_timeout,
                           allowed_file_dir=args.allowed_file_dir,
-                          deny_private_networks=args.deny_private_networks, allow_http=not args.no_http_media),
+                          deny_private_networks=args.deny_private_networks, allow_http=not args.no_http_media,
+                          max_image_pixels=args.max_image_pixels,
+                          allow_unknown_formats=args.allow_unknown_image_formats),
         timeouts=Timeouts(connect_s=args.connect_timeout, encode_s=args.encode_timeout,
                           prefill_s=args.prefill_timeout, first_byte_s=args.first_byte_timeout,
                           idle_s=args.idle_timeout, probe_s=args.probe_timeout, lookup_s=args.lookup_timeout),
         health=HealthPolicy(eject_after=args.eject_after, readmit_after=args.readmit_after),
         probe_interval_s=args.probe_interval, max_request_nbytes=args.max_request_bytes,
-        max_media_items=args.max_media_items, max_attempts=args.max_attempts,
+        max_media_items=args.max_media_items, max_concurrent=args.max_concurrent, max_attempts=args.max_attempts,
     )
 
 

@@ -59,6 +59,7 @@ class ProxyConfig:
     probe_interval_s: float = 2.0
     max_request_nbytes: int = 64 * 1024 * 1024
     max_media_items: int = 32
+    max_concurrent: int = 0               # client requests (streams included) in flight; 0 = unlimited
     max_attempts: int = 2                 # tries per backend step (retries go to another instance)
     encode_attempts: int = 2
     backend_connections: int = 256        # connection pool size per backend session
@@ -76,7 +77,7 @@ class ProxyConfig:
             raise ValueError("attempt counts must be >= 1")
         if self.probe_interval_s <= 0 or self.alias_ttl_s < 0:
             raise ValueError("probe_interval_s must be > 0 and alias_ttl_s >= 0")
-        if self.max_request_nbytes <= 0 or self.max_media_items < 0:
+        if self.max_request_nbytes <= 0 or self.max_media_items < 0 or self.max_concurrent < 0:
             raise ValueError("request limits must be positive")
 
     @property

@@ -59,6 +59,13 @@ class NoInstanceAvailable(ProxyError):
     error_type = "service_unavailable"
 
 
+class Overloaded(ProxyError):
+    """The proxy already serves ``--max-concurrent`` requests; the client should retry later."""
+
+    http_status = 503
+    error_type = "service_unavailable"
+
+
 class UpstreamError(ProxyError):
     """A backend failed (connection error, 5xx, malformed answer). ``retryable``: safe on another instance."""
 

@@ -10,11 +10,12 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import socket
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
-from aiohttp.abc import AbstractResolver
+from aiohttp.abc import AbstractResolver, ResolveResult
 from aiohttp.resolver import DefaultResolver
 
 from proxy.errors import MediaError, PayloadTooLarge
@@ -36,17 +37,27 @@ class Media:
     data: bytes
     mime: str
     url: str | None = None
+    declared_mime: bool = False  # mime came from a data: URL (the client said it), not a server
+
+
+# What _DenyingResolver asks for addresses; tests and the hostile-input target swap in a fake (no real DNS).
+RESOLVER_FACTORY: Callable[[], AbstractResolver] = DefaultResolver
+
+
+class InternalAddressRefused(OSError):
+    """A media host resolved to an address the deny-list refuses (raised inside the resolver)."""
 
 
 class _DenyingResolver(AbstractResolver):
     def __init__(self) -> None:
-        self._inner = DefaultResolver()
+        self._inner = RESOLVER_FACTORY()
 
-    async def resolve(self, host: str, port: int = 0, family: int = socket.AF_INET) -> list[dict[str, Any]]:
+    async def resolve(self, host: str, port: int = 0,
+                      family: socket.AddressFamily = socket.AF_INET) -> list[ResolveResult]:
         hosts = await self._inner.resolve(host, port, family)
         for h in hosts:
             if is_denied_address(str(h["host"])):
-                raise OSError(f"media host {host} resolves to an internal address")
+                raise InternalAddressRefused(f"media host {host} resolves to an internal address")
         return hosts
 
     async def close(self) -> None:
@@ -77,7 +88,7 @@ class MediaFetcher:
                 mime, data = await asyncio.to_thread(decode_data_url, url, self.policy.max_nbytes)
             else:
                 mime, data = decode_data_url(url, self.policy.max_nbytes)
-            return Media(data, mime, url)
+            return Media(data, mime, url, declared_mime=True)
         if kind is UrlKind.FILE:
             path = resolve_file_url(url, self.policy.allowed_file_dir)
             return Media(await asyncio.to_thread(self._read_file, path), "application/octet-stream")
@@ -124,6 +135,9 @@ class MediaFetcher:
         except asyncio.TimeoutError as exc:
             raise MediaError("fetching media timed out") from exc
         except (aiohttp.ClientError, OSError) as exc:
+            cause = getattr(exc, "os_error", None) or exc.__cause__ or exc
+            if isinstance(cause, InternalAddressRefused):
+                raise MediaError(f"media url points to an internal address ({cause})") from exc
             raise MediaError(f"fetching media failed: {exc}") from exc
         data = b"".join(chunks)
         if not data:

@@ -17,6 +17,7 @@ from pathlib import Path
 from urllib.parse import unquote_to_bytes, urlsplit
 
 from proxy.errors import MediaError, PayloadTooLarge
+from proxy.imagesize import image_format, image_size
 
 
 class UrlKind(enum.Enum):
@@ -35,6 +36,10 @@ class MediaPolicy:
         allowed_file_dir: file:// URLs must resolve under this directory; None forbids file:// entirely.
         deny_private_networks: refuse http(s) hosts that resolve to loopback/private/link-local addresses.
         allow_http: whether http(s) URLs may be fetched at all.
+        max_image_pixels: largest width x height an image header may claim (a decompression bomb guard;
+            the default is PIL's own warning threshold).
+        allow_unknown_formats: pass media whose magic bytes are not PNG/JPEG/GIF/WebP to the encoder
+            unchecked (else 400).
     """
 
     max_nbytes: int = 20 * 1024 * 1024
@@ -42,8 +47,12 @@ class MediaPolicy:
     allowed_file_dir: str | None = None
     deny_private_networks: bool = False
     allow_http: bool = True
+    max_image_pixels: int = 89_478_485
+    allow_unknown_formats: bool = False
 
     def __post_init__(self) -> None:
+        if self.max_image_pixels <= 0:
+            raise ValueError("max_image_pixels must be > 0")
         if self.max_nbytes <= 0:
             raise ValueError("max_nbytes must be > 0")
         if self.fetch_timeout_s <= 0:
@@ -132,12 +141,50 @@ def check_http_url(url: str) -> tuple[str, int]:
 
 
 def is_denied_address(address: str) -> bool:
-    """True for loopback, private, link-local, multicast, reserved or unspecified IP addresses."""
+    """True for any address that is not globally routable: loopback, private, link-local, shared (CGNAT,
+    100.64/10, where some clouds put metadata services), multicast, reserved, unspecified; IPv6 forms that
+    embed an IPv4 address (mapped, 6to4, NAT64 64:ff9b::/96) are judged by that address."""
     try:
         ip = ipaddress.ip_address(address.split("%", 1)[0])
     except ValueError:
         return True
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
-    return bool(ip.is_loopback or ip.is_private or ip.is_link_local or ip.is_multicast
-                or ip.is_reserved or ip.is_unspecified)
+    if isinstance(ip, ipaddress.IPv6Address):
+        embedded = ip.ipv4_mapped or ip.sixtofour
+        if embedded is None and ip in _NAT64:
+            embedded = ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
+        if embedded is not None:
+            ip = embedded
+    return bool(ip.is_multicast or ip.is_unspecified or ip.is_reserved or not ip.is_global)
+
+
+_NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
+
+
+def check_image(data: bytes, mime: str | None, policy: MediaPolicy) -> tuple[int, int] | None:
+    """Refuse media that cannot be a sane image before any encoder sees it; returns ``(width, height)``.
+
+    Args:
+        data: the decoded bytes. mime: the type a data: URL declared (None for http/file media, whose
+            server-sent types are unreliable).
+
+    Raises:
+        MediaError: a data: URL declaring a non-image type, a known format with a truncated or corrupt
+            header, or (unless ``allow_unknown_formats``) an unrecognised format.
+        PayloadTooLarge: the header claims more than ``max_image_pixels`` pixels.
+    """
+    if mime is not None:
+        base = mime.split(";", 1)[0].strip().lower()
+        if not base.startswith("image/") and base != "application/octet-stream":
+            raise MediaError(f"image_url data: url has non-image type {base[:64]!r}")
+    fmt = image_format(data)
+    if fmt is None:
+        if policy.allow_unknown_formats:
+            return None
+        raise MediaError("unrecognised image format (expected PNG, JPEG, GIF or WebP)")
+    size = image_size(data)
+    if size is None:
+        raise MediaError(f"truncated or corrupt {fmt.upper()} header")
+    width, height = size
+    if width * height > policy.max_image_pixels:
+        raise PayloadTooLarge(f"image of {width}x{height} pixels exceeds the limit of {policy.max_image_pixels}")
+    return size

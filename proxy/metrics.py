@@ -34,6 +34,10 @@ class ProxyMetrics:
         self.lookup_seconds = Histogram("eccache_proxy_lookup_seconds", "eccache lookup latency", registry=r)
         self.midstream_failures = Counter("eccache_proxy_midstream_failures",
                                           "Streams that failed after the first byte", registry=r)
+        self.in_flight = Gauge("eccache_proxy_in_flight_requests", "Admitted client requests in flight",
+                               registry=r)
+        self.overloaded = Counter("eccache_proxy_overloaded", "Requests refused by --max-concurrent (503)",
+                                  registry=r)
         self.ejections = Counter("eccache_proxy_ejections", "Instances ejected", ["role"], registry=r)
         self.readmissions = Counter("eccache_proxy_readmissions", "Instances readmitted", ["role"], registry=r)
         self.active_tokens = Gauge("eccache_proxy_active_tokens", "Active estimated tokens",

@@ -16,6 +16,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+from proxy.admission import Admission
 from proxy.backends import Backends, UpstreamStream
 from proxy.balancer import Balancer, Instance, Lease, Role
 from proxy.cache import CacheView
@@ -23,8 +24,8 @@ from proxy.config import ProxyConfig
 from proxy.errors import NoInstanceAvailable, NotFound, UpstreamError, UpstreamRejected
 from proxy.fetch import Media, MediaFetcher
 from proxy.identity import Tenant, TenantDirectory, content_hash, derive_uuid
-from proxy.imagesize import image_format, image_size
-from proxy.media import encode_data_url
+from proxy.imagesize import image_format
+from proxy.media import check_image, encode_data_url
 from proxy.metrics import ProxyMetrics
 from proxy.rewrite import (
     ItemPlan,
@@ -46,7 +47,13 @@ _OFFLOAD_NBYTES = 1 << 20  # hash/parse bigger payloads in a worker thread, off 
 
 
 def dumps(obj: Any) -> bytes:
-    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    """Compact JSON bytes. Strings holding lone surrogates (valid JSON escapes a client may send, but not
+    encodable as UTF-8) fall back to ASCII escapes, which carry the same value."""
+    text = json.dumps(obj, separators=(",", ":"), ensure_ascii=False)
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError:
+        return json.dumps(obj, separators=(",", ":"), ensure_ascii=True).encode("ascii")
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,6 +104,7 @@ class ProxyCore:
         self.fetcher = MediaFetcher(cfg.media)
         self.flights: SingleFlight[str, Encoded] = SingleFlight()
         self.pending: dict[str, PendingPrefill] = {}
+        self.admission = Admission(cfg.max_concurrent)
         self._tasks: set[asyncio.Task[Any]] = set()
         self.metaserver_url = (cfg.public_url or f"http://{cfg.host}:{cfg.port}").rstrip("/") + "/v1/metaserver"
 
@@ -179,17 +187,18 @@ class ProxyCore:
             self.metrics.namespace_unresolved.inc()
         uuid_ns = namespace or f"model:{req.model}"
         medias: list[Media] = await asyncio.gather(*(self.fetcher.fetch(ref.url) for ref in req.media))
+        sizes = [check_image(m.data, m.mime if m.declared_mime else None, self.config.media) for m in medias]
         uuids: list[str] = []
         urls: list[str] = []
         tokens: dict[str, int] = {}
         big = sum(len(m.data) for m in medias) > _OFFLOAD_NBYTES
         digests = (await asyncio.to_thread(lambda: [content_hash(m.data) for m in medias]) if big
                    else [content_hash(m.data) for m in medias])
-        for media, digest in zip(medias, digests, strict=True):
+        for media, digest, size in zip(medias, digests, sizes, strict=True):
             ident = derive_uuid(tenant.key, uuid_ns, digest)
             uuids.append(ident)
             urls.append(media.url or encode_data_url(media.data, _mime_of(media)))
-            tokens[ident] = est.image_tokens(image_size(media.data))
+            tokens[ident] = est.image_tokens(size)
         unique = list(dict.fromkeys(uuids))
         known: dict[str, Mapping[str, Any] | None] = {}
         if namespace is not None and req.identifier_predictable:

@@ -237,3 +237,49 @@ def test_analyzers_only_ever_raise_bad_request(body: object) -> None:
     for analyze in (analyze_chat, analyze_completion):
         with contextlib.suppress(BadRequest):
             analyze(body)
+
+
+def test_json_shape_checks_never_recurse() -> None:
+    from proxy.routing import json_problem
+
+    deep: object = 1
+    for _ in range(100_000):
+        deep = [deep]
+    assert json_problem(deep) is not None and "deeper" in str(json_problem(deep))
+    assert json_problem({"a": [{"b": "c"}]}) is None
+    assert json_problem({"t": "x\ud800"}, check_text=True) is not None
+    assert json_problem({"\udfff": 1}, check_text=True) is not None
+    assert json_problem({"t": "ok \U0001f600"}, check_text=True) is None
+
+
+def test_field_types_and_image_checks() -> None:
+    from proxy.media import MediaPolicy, check_image
+    from proxy.routing import check_field_types
+
+    check_field_types({"max_tokens": 5, "temperature": 0, "stop": ["a"], "tools": [], "n": None})
+    for bad in ({"max_tokens": 0}, {"max_tokens": True}, {"n": 2**31}, {"temperature": "1"},
+                {"stop": [1]}, {"stream_options": []}, {"seed": 1.5}):
+        with pytest.raises(BadRequest):
+            check_field_types(bad)
+    policy = MediaPolicy(max_image_pixels=100 * 100)
+    png = make_png(10, 10)
+    assert check_image(png, "image/png", policy) == (10, 10)
+    assert check_image(png, None, policy) == (10, 10)
+    with pytest.raises(MediaError):
+        check_image(png, "text/html", policy)
+    with pytest.raises(MediaError):
+        check_image(png[:20], "image/png", policy)
+    with pytest.raises(MediaError):
+        check_image(b"BM not an image we read", None, policy)
+    assert check_image(b"BM", None, MediaPolicy(allow_unknown_formats=True)) is None
+    bomb = png[:16] + struct.pack(">II", 100_000, 100_000) + png[24:]
+    with pytest.raises(PayloadTooLarge):
+        check_image(bomb, "image/png", policy)
+
+
+def test_deny_list_covers_shared_and_embedded_ipv4_addresses() -> None:
+    for addr in ("100.64.0.1", "100.100.100.200", "64:ff9b::7f00:1", "2002:7f00:1::", "::ffff:10.0.0.1",
+                 "198.18.0.1", "fe80::1%eth0", "not-an-ip"):
+        assert is_denied_address(addr), addr
+    for addr in ("8.8.8.8", "2606:4700::1", "1.1.1.1"):
+        assert not is_denied_address(addr), addr
