@@ -22,7 +22,7 @@ import time
 import types
 import uuid
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 import torch
 
@@ -33,7 +33,7 @@ def _stand_in_config(connector: str, module: str | None, role: str, extra: dict[
                      dtype: torch.dtype, width: int, executor: str) -> Any:
     from vllm.config import ECTransferConfig
 
-    ec = ECTransferConfig(ec_connector=connector, ec_connector_module_path=module, ec_role=role,
+    ec = ECTransferConfig(ec_connector=connector, ec_connector_module_path=module, ec_role=cast(Any, role),
                           ec_connector_extra_config=extra)
     model_config = types.SimpleNamespace(
         model="bench/encoder", revision="main", dtype=dtype, served_model_name="bench",
@@ -138,8 +138,8 @@ def main(argv: list[str] | None = None) -> int:
         def build(role: str) -> tuple[Any, Any]:
             config = _stand_in_config(connector, module, role, extra, dtype=dtype, width=args.width,
                                       executor=executor)
-            return (ECConnectorFactory.create_connector(config, ECConnectorRole.SCHEDULER),  # type: ignore[arg-type]
-                    ECConnectorFactory.create_connector(config, ECConnectorRole.WORKER))  # type: ignore[arg-type]
+            return (ECConnectorFactory.create_connector(config, ECConnectorRole.SCHEDULER),
+                    ECConnectorFactory.create_connector(config, ECConnectorRole.WORKER))
 
         return (*build("ec_producer"), *build("ec_consumer"))
 

@@ -16,6 +16,7 @@ looks up exactly the namespace the connector writes.
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 from typing import TYPE_CHECKING, Any
@@ -30,7 +31,7 @@ from connector.metadata import ECCacheConnectorMetadata, ECCacheStats
 from connector.namespace import derive_namespace, identity_from_vllm_config
 from connector.scheduler import ECCacheScheduler
 from connector.state import Counters
-from connector.tensors import worker_device
+from connector.tensors import torch_dtype, worker_device
 
 if TYPE_CHECKING:
     from vllm.config import VllmConfig
@@ -43,6 +44,21 @@ __all__ = ["ECCacheConnector", "namespace_for"]
 def namespace_for(vllm_config: VllmConfig, config: ConnectorConfig) -> str:
     """The namespace this deployment reads and writes (model identity + optional configured prefix)."""
     return derive_namespace(identity_from_vllm_config(vllm_config), config.namespace)
+
+
+def _set_alias(alias: str, namespace: str, client: Any) -> None:
+    client.set_alias(alias, namespace)
+
+
+def _model_dtype(vllm_config: Any) -> torch.dtype:
+    """The model's torch dtype (vLLM resolves "auto" and aliases to a torch.dtype when it builds the config)."""
+    dtype = vllm_config.model_config.dtype
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    resolved = torch_dtype({"half": "float16", "float": "float32"}.get(str(dtype), str(dtype)))
+    if resolved is None:
+        raise ValueError(f"ECCacheConnector: cannot use model dtype {dtype!r}")
+    return resolved
 
 
 def _same_process_worker(vllm_config: Any) -> bool:
@@ -86,7 +102,7 @@ class ECCacheConnector(ECConnectorBase):
                 self.config, self.namespace,
                 is_producer=self.is_producer, is_consumer=self.is_consumer,
                 pool=self._pool, counters=self.counters, handoff=handoff,
-                device=worker_device(), model_dtype=vllm_config.model_config.dtype,
+                device=worker_device(), model_dtype=_model_dtype(vllm_config),
             )
         logger.info("ECCacheConnector %s (%s) namespace=%s servers=%s", role.name,
                     ec_config.ec_role, self.namespace, ",".join(self.config.servers))
@@ -97,7 +113,7 @@ class ECCacheConnector(ECConnectorBase):
             names = [names]
         for name in names:
             try:
-                self._pool.call(lambda c, n=name: c.set_alias(n, self.namespace))
+                self._pool.call(functools.partial(_set_alias, name, self.namespace))
             except Exception as exc:  # noqa: BLE001 - the proxy then treats items as cold
                 logger.warning("eccache: registering alias %s -> %s failed: %s", name, self.namespace, exc)
 

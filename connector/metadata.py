@@ -60,7 +60,7 @@ class ECCacheConnectorMetadata(ECConnectorMetadata):
 
 
 @dataclass
-class ECCacheWorkerMetadata(ECConnectorWorkerMetadata):  # type: ignore[misc]
+class ECCacheWorkerMetadata(ECConnectorWorkerMetadata):
     """Worker → scheduler: identifiers whose load failed, and the worker's counter deltas."""
 
     failed_loads: set[str] = field(default_factory=set)

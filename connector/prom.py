@@ -16,7 +16,7 @@ except ImportError:  # pragma: no cover - older vLLM
     ECConnectorPromMetrics = object  # type: ignore[assignment,misc]
 
 
-class ECCachePromMetrics(ECConnectorPromMetrics):  # type: ignore[misc]
+class ECCachePromMetrics(ECConnectorPromMetrics):
     def __init__(
         self,
         vllm_config: Any,

@@ -29,7 +29,7 @@ def entry_is_well_formed(info: Any) -> bool:
     dtype = torch_dtype(info.dtype)
     if dtype is None or len(info.shape) != 2 or min(info.shape) <= 0:
         return False
-    return math.prod(info.shape) * dtype.itemsize == info.nbytes
+    return bool(math.prod(info.shape) * dtype.itemsize == info.nbytes)
 
 
 def view_as_entry(buffer: torch.Tensor, info: Any) -> torch.Tensor:

@@ -16,6 +16,7 @@ READY or PENDING are answered by the server without moving bytes.
 
 from __future__ import annotations
 
+import functools
 import logging
 import queue
 import threading
@@ -41,6 +42,10 @@ class _SaveJob:
     ready: Any  # an accelerator event to wait on before reading `host`, or None
     nbytes: int
     metadata: bytes
+
+
+def _put(namespace: str, job: _SaveJob, client: Any) -> Any:
+    return client.put(namespace, job.identifier, job.host, job.metadata)
 
 
 def _tensor_parallel_rank() -> int:
@@ -212,7 +217,7 @@ class ECCacheWorker:
             try:
                 if job.ready is not None:
                     job.ready.synchronize()
-                raw = self._pool.call(lambda c, j=job: c.put(self.namespace, j.identifier, j.host, j.metadata))
+                raw = self._pool.call(functools.partial(_put, self.namespace, job))
                 outcome = str(getattr(raw, "value", raw))
                 self.counters.add("saves" if outcome == "stored" else "saves_existing")
             except Exception as exc:  # noqa: BLE001 - a failed publication only costs a future miss

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -17,8 +17,8 @@ def make_vllm_config(model_dir: str, role: str, extra: dict[str, Any], *, dtype:
     from vllm.engine.arg_utils import EngineArgs
 
     ec = ECTransferConfig(ec_connector="ECCacheConnector", ec_connector_module_path=MODULE_PATH,
-                          ec_role=role, ec_connector_extra_config=dict(extra))
-    args = EngineArgs(model=model_dir, dtype=dtype, max_model_len=512, enforce_eager=True,
+                          ec_role=cast(Any, role), ec_connector_extra_config=dict(extra))
+    args = EngineArgs(model=model_dir, dtype=cast(Any, dtype), max_model_len=512, enforce_eager=True,
                       limit_mm_per_prompt={"image": 1, "video": 0}, ec_transfer_config=ec)
     return args.create_engine_config()
 

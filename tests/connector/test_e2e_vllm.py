@@ -69,7 +69,7 @@ def deployment(redis_proc, vllm_ready, tiny_models, tmp_path_factory) -> Iterato
         with Client(cache.address) as client:
             namespace = client.resolve_alias("tiny")
         assert namespace, "the connectors did not register the served model name"
-        yield Deployment(cache, *servers, namespace=namespace)
+        yield Deployment(cache, encoder=servers[0], pd=servers[1], reference=servers[2], namespace=namespace)
     finally:
         for server in servers:
             server.stop()

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+from typing import Any
 
 _SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>",
              "<|image_pad|>", "<|video_pad|>", "<|vision_pad|>", "<unk>"]
@@ -59,7 +60,7 @@ def build_tiny_qwen2vl(out: str, qwen25: bool = False, seed: int = 0, hidden_siz
                              (Qwen2VLConfig, Qwen2VLForConditionalGeneration))
     head_dim = h // 2
     section = [head_dim // 4, head_dim // 8, head_dim // 8]
-    config = config_cls(
+    config_kwargs: dict[str, Any] = dict(
         text_config=dict(vocab_size=len(vocab), hidden_size=h, intermediate_size=2 * h, num_hidden_layers=2,
                          num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=1024,
                          rope_scaling={"type": "mrope", "mrope_section": section},
@@ -68,8 +69,10 @@ def build_tiny_qwen2vl(out: str, qwen25: bool = False, seed: int = 0, hidden_siz
         image_token_id=vocab["<|image_pad|>"], video_token_id=vocab["<|video_pad|>"],
         vision_start_token_id=vocab["<|vision_start|>"], vision_end_token_id=vocab["<|vision_end|>"],
         bos_token_id=0, eos_token_id=2, pad_token_id=0, torch_dtype="bfloat16")
+    config = config_cls(**config_kwargs)
     torch.manual_seed(seed)
-    model_cls(config).to(torch.bfloat16).save_pretrained(out)
+    model: Any = model_cls(config)
+    model.to(torch.bfloat16).save_pretrained(out)
 
     processor = {
         "image_processor_type": "Qwen2VLImageProcessor",
