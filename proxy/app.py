@@ -2,7 +2,10 @@
 
 Routes: POST /v1/chat/completions, POST /v1/completions, GET /v1/models, GET /health, GET /metrics,
 POST|DELETE /instances (admin key), POST /v1/metaserver (layerwise call-back). Every error body is
-OpenAI-style ``{"error": {"message", "type", "code"}}``.
+OpenAI-style ``{"error": {"message", "type", "code"}}``; an unexpected exception is logged and answered 500
+without its traceback. The two completion routes pass ``--max-concurrent`` admission first (503 when full);
+health, metrics, admin and the metaserver call-back never wait on it (D's call-back must not deadlock).
+Bodies are parsed with NaN/Infinity, lone surrogates and nesting deeper than ``MAX_JSON_DEPTH`` refused.
 """
 
 from __future__ import annotations

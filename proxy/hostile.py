@@ -291,6 +291,23 @@ def _admin(rng: random.Random) -> HostileCase:
                        else ())
 
 
+def _admin_bad_body(rng: random.Random) -> HostileCase:
+    body: Any = rng.choice([[], "pd", 5, None, {"role": "pd"}, {"url": "http://127.0.0.1:9"},
+                       {"role": "nope", "url": "http://127.0.0.1:9"}, {"role": ["pd"], "url": "http://127.0.0.1:9"},
+                       {"role": {"a": 1}, "url": "http://127.0.0.1:9"}, {"role": "pd", "url": "ftp://127.0.0.1/"},
+                       {"role": "pd", "url": 5}, {"role": "pd", "url": ["http://127.0.0.1:9"]},
+                       {"role": "pd", "url": "javascript:alert(1)"}])
+    return HostileCase("admin_bad_body", _enc(body), frozenset({400}), path="/instances",
+                       method=rng.choice(["POST", "DELETE"]), headers=(("X-Admin-Key", ADMIN_KEY),))
+
+
+def _metaserver(rng: random.Random) -> HostileCase:
+    body: Any = rng.choice([[], "x", 1, None, {}, {"request_id": 5}, {"request_id": ["a"]}, {"request_id": {"a": 1}},
+                       {"request_id": "0" * 32}, {"request_id": rng.randbytes(16).hex()}, {"request_id": ""}])
+    return HostileCase("metaserver", _enc(body), frozenset({404 if isinstance(body, dict) else 400}),
+                       path="/v1/metaserver")
+
+
 def _wrong_route(rng: random.Random) -> HostileCase:
     path, method, status = rng.choice([("/v1/chat/completions", "GET", 405), ("/v1/chat/completions", "PUT", 405),
                                        ("/v1/embeddings", "POST", 404), ("/../../etc/passwd", "GET", 404),
@@ -299,7 +316,8 @@ def _wrong_route(rng: random.Random) -> HostileCase:
 
 
 FAMILIES: tuple[str, ...] = ("huge_body", "invalid_json", "deep_nesting", "wrong_type", "wrong_completion",
-                             "bad_image", "bad_scheme", "internal_address", "lone_surrogate", "admin", "wrong_route")
+                             "bad_image", "bad_scheme", "internal_address", "lone_surrogate", "admin", "admin_bad_body",
+                             "metaserver", "wrong_route")
 
 
 def random_case(rng: random.Random, allowed_dir: str, family: str | None = None) -> HostileCase:
@@ -309,7 +327,8 @@ def random_case(rng: random.Random, allowed_dir: str, family: str | None = None)
         "huge_body": _huge_body, "invalid_json": _invalid_json, "deep_nesting": _deep_nesting,
         "wrong_type": _wrong_type, "wrong_completion": _wrong_completion, "bad_image": _bad_image,
         "bad_scheme": lambda r: _bad_scheme(r, allowed_dir), "internal_address": _internal_address,
-        "lone_surrogate": _surrogate, "admin": _admin, "wrong_route": _wrong_route,
+        "lone_surrogate": _surrogate, "admin": _admin, "admin_bad_body": _admin_bad_body,
+        "metaserver": _metaserver, "wrong_route": _wrong_route,
     }
     return makers[name](rng)
 
