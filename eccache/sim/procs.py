@@ -84,8 +84,10 @@ class ProcessGroup:
         self.children: list[Child] = []
         self.stopped_cleanly: bool | None = None
 
-    def start(self, name: str, args: Sequence[str], marker: str, **kw: object) -> Child:
-        child = Child(name, args, marker, **kw)  # type: ignore[arg-type]
+    def start(self, name: str, args: Sequence[str], marker: str, *, env: dict[str, str] | None = None,
+              cwd: str | None = None) -> Child:
+        """Start a child (see ``Child``) and keep it for ``stop``."""
+        child = Child(name, args, marker, env=env, cwd=cwd)
         self.children.append(child)
         return child
 

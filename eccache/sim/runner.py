@@ -98,6 +98,17 @@ async def _encoder_ms(stack: Stack, sizes: list[int], reps: int = 3) -> dict[int
     return out
 
 
+def _bind(progress: Progress | None, mode: str) -> Callable[[int, int], None] | None:
+    """``progress`` with its run name filled in."""
+    if progress is None:
+        return None
+    report = progress
+
+    def bound(done: int, total: int) -> None:
+        report(mode, done, total)
+    return bound
+
+
 def _summary(outcomes: list[Outcome], wall_s: float) -> dict[str, Any]:
     ttfts = [o.ttft_s * 1000 for o in outcomes if o.ttft_s is not None]
     ok = len(ttfts)
@@ -125,8 +136,7 @@ async def _measure(stack: Stack, n: int, reuse: float, concurrency: int, sizes: 
             base = stack.proxy_cache if mode == "cache" else stack.proxy_nocache
             await _reset_counters(session, instances)
             before = await _proxy_counters(session, base)
-            outcomes, wall = await drive(base, bodies, concurrency=concurrency,
-                                         progress=(lambda d, t, m=mode: progress(m, d, t)) if progress else None)
+            outcomes, wall = await drive(base, bodies, concurrency=concurrency, progress=_bind(progress, mode))
             after = await _proxy_counters(session, base)
             delta = {k: after.get(k, 0.0) - before.get(k, 0.0) for k in after}
             summary = _summary(outcomes, wall)

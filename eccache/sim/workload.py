@@ -1,7 +1,7 @@
 """The workload: a trace with a given image-reuse ratio, and an asyncio driver that measures TTFT.
 
 TTFT is the time from sending a request to the first streamed token (the first ``data:`` event with
-non-empty content) through the proxy's OpenAI API with ``stream=true``.
+choices; OpenAI servers send one per generated token) through the proxy's OpenAI API with ``stream=true``.
 """
 
 from __future__ import annotations
@@ -86,15 +86,20 @@ async def _one(session: aiohttp.ClientSession, url: str, body: bytes) -> Outcome
             if resp.status != 200:
                 text = (await resp.read()).decode(errors="replace")[:300]
                 return Outcome(resp.status, None, time.perf_counter() - t0, text)
+            last = b""
             async for raw in resp.content:
                 line = raw.strip()
+                if line:
+                    last = line
                 if ttft is None and line.startswith(b"data:") and line != b"data: [DONE]":
                     event = json.loads(line[5:])
-                    choice = (event.get("choices") or [{}])[0]
-                    if (choice.get("delta") or {}).get("content") or choice.get("text"):
+                    # the first event with choices: an OpenAI server streams one per generated token (vLLM's
+                    # first carries the role, after the first token; a special token's text can be empty)
+                    if event.get("choices"):
                         ttft = time.perf_counter() - t0
         if ttft is None:
-            return Outcome(200, None, time.perf_counter() - t0, "stream carried no token")
+            return Outcome(200, None, time.perf_counter() - t0,
+                           "stream carried no token; last event: " + last.decode(errors="replace")[:300])
         return Outcome(200, ttft, time.perf_counter() - t0)
     except (aiohttp.ClientError, asyncio.TimeoutError, ValueError) as exc:
         return Outcome(0, None, time.perf_counter() - t0, repr(exc))

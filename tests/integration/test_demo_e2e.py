@@ -58,3 +58,8 @@ def test_bench_e2e_cache_beats_nocache_at_half_reuse() -> None:
     assert rc == 0, err
     _check_contract(result, 80)
     assert result["target"]["encoder_ms_saved_per_request"] > 0
+    assert result["runs"]["cache"]["proxy"].get("metadata_fallbacks", 0) == 0  # no warm entry went missing
+    # Cache TTFT p50 < no-cache TTFT p50 held in every run here, even with two CPU hogs on 2 cores, but its
+    # margin can shrink to a few ms under load: only a gross inversion (a broken warm path) fails the test.
+    p50 = result["ttft_p50_ms"]
+    assert p50["cache"] < 2 * p50["nocache"], p50
