@@ -63,7 +63,10 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         return web.Response(status=exc.status or 400, body=exc.body or error_body(exc.message, exc.error_type, 400),
                             content_type="application/json")
     except ProxyError as exc:
-        return error_response(exc.http_status, exc.message, exc.error_type)
+        resp = error_response(exc.http_status, exc.message, exc.error_type)
+        if isinstance(exc, Overloaded):
+            resp.headers["Retry-After"] = "1"
+        return resp
     except web.HTTPRequestEntityTooLarge as exc:
         return error_response(413, exc.text or "request too large", "invalid_request_error")
     except web.HTTPException as exc:

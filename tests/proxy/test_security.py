@@ -140,7 +140,9 @@ def test_max_concurrent_sheds_load_with_503_and_releases_on_every_outcome() -> N
                     break
                 await asyncio.sleep(0.005)
             assert core.admission.active == 2
-            status, body = await h.chat(chat_body())
+            async with h.http.post(h.url + "/v1/chat/completions", json=chat_body()) as resp:
+                status, body = resp.status, await resp.json()
+                assert resp.headers.get("Retry-After") == "1"
             assert status == 503 and _openai_error(body, 503) and body["error"]["type"] == "service_unavailable"
             status, _ = await h.post("/v1/completions", {"model": "tiny", "prompt": "x", "max_tokens": 1})
             assert status == 503
@@ -165,5 +167,33 @@ def test_max_concurrent_sheds_load_with_503_and_releases_on_every_outcome() -> N
             assert core.metrics.in_flight._value.get() == 0
             statuses = [s for s, _ in await asyncio.gather(*(h.chat(chat_body()) for _ in range(2)))]
             assert statuses == [200, 200]
+            h.assert_idle()
+    run(scenario())
+
+
+def test_admission_counts_stay_exact_under_a_burst_with_cancellations() -> None:
+    async def scenario() -> None:
+        async with harness(pds=2, max_concurrent=5, token_delay_s=0.005) as h:
+            core = h.proxy.core
+
+            async def one(i: int) -> int:
+                if i % 4 == 3:  # a client that gives up early
+                    task = asyncio.create_task(h.chat(chat_body(max_tokens=20)))
+                    await asyncio.sleep(0.01)
+                    task.cancel()
+                    await asyncio.gather(task, return_exceptions=True)
+                    return -1
+                status, _ = await h.chat(chat_body(stream=bool(i % 2), max_tokens=8))
+                return int(status)
+
+            statuses = await asyncio.gather(*(one(i) for i in range(40)))
+            for _ in range(200):
+                if core.admission.active == 0 and core.balancer.live_leases() == 0:
+                    break
+                await asyncio.sleep(0.01)
+            assert set(statuses) <= {200, 503, -1} and 503 in statuses and 200 in statuses
+            assert core.admission.active == 0 and core.metrics.in_flight._value.get() == 0
+            assert core.admission.rejected >= statuses.count(503)  # a cancelled client may have been refused too
+            assert 30 <= core.admission.admitted + core.admission.rejected <= 40  # cancelled ones may never arrive
             h.assert_idle()
     run(scenario())
