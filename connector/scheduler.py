@@ -345,6 +345,9 @@ class ECCacheScheduler:
         with self._lock:
             dead = self._results.expire()
         self._release([d.acquired for d in dead if d.acquired is not None])
+        if self._handoff is not None:
+            for resolution in dead:
+                self._handoff.discard((self.namespace, resolution.identifier))
 
     def shutdown(self) -> None:
         if self._closed:

@@ -343,3 +343,23 @@ def test_item_loaded_in_an_earlier_chunk_is_not_resolved_again(vllm_config_facto
     assert consumer_s.ensure_cache_available(request, 4)
     assert consumer_s.counters["lookups"] == lookups
     assert consumer_s.take_unavailable_requests() == set()
+
+
+def test_worker_in_the_scheduler_process_takes_the_verified_bytes(vllm_config_factory, connectors, server) -> None:
+    import copy
+
+    producer_s, producer_w = connectors(vllm_config_factory("a", "ec_producer", {"server": server}))
+    config = copy.copy(vllm_config_factory("a", "ec_consumer", {"server": server}))
+    config.parallel_config = copy.copy(config.parallel_config)
+    config.parallel_config.distributed_executor_backend = "uni"  # vLLM's choice for one GPU
+    consumer_s, consumer_w = connectors(config)
+    identifier = _id()
+    embedding = _embedding(seed=11)
+    produce(producer_s, producer_w, make_request("p", identifier), embedding)
+    assert producer_w.worker.wait_for_saves()
+    request = make_request("r", identifier, with_media=False)
+    assert resolve(consumer_s, request)
+    loaded = schedule_and_load(consumer_s, consumer_w, request)
+    assert torch.equal(loaded[identifier], embedding)
+    assert consumer_w._pool._client is None  # the worker never read from the network: one read in all
+    assert consumer_s.counters["loads"] == 1

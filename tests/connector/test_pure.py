@@ -177,3 +177,52 @@ def test_counters_report_deltas() -> None:
     counters.merge({"saves": 3, "unknown": 1})
     assert counters.snapshot() == {"loads": 2, "saves": 3}
     assert counters.take_delta() == {"saves": 3}
+
+
+# ------------------------------------------------------------------ client pool
+
+class _FakeClient:
+    def __init__(self, address: str, fail: set[str], **kwargs: object) -> None:
+        self.address, self.fail, self.kwargs, self.closed = address, fail, kwargs, False
+
+    def ping(self) -> str:
+        if self.address in self.fail:
+            raise ConnectionError(self.address)
+        return self.address
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def test_client_pool_fails_over_to_the_next_server() -> None:
+    from connector.client_pool import ClientPool
+
+    fail = {"a:1"}
+    config = ConnectorConfig(servers=("a:1", "b:2"), auth_token="tok", timeout_ms=1500, staging_bytes=4096)
+
+    def factory(address: str, auth_token: str | None = None, transport: str | None = None, *,
+                timeout_s: float = 5.0, staging_bytes: int = 0) -> _FakeClient:
+        return _FakeClient(address, fail, auth_token=auth_token, timeout_s=timeout_s, staging_bytes=staging_bytes)
+
+    pool = ClientPool(config, factory)
+    assert pool.call(lambda c: c.ping()) == "b:2"
+    assert pool.client().kwargs == {"auth_token": "tok", "timeout_s": 1.5, "staging_bytes": 4096}
+    fail.add("b:2")
+    with pytest.raises(ConnectionError):
+        pool.call(lambda c: c.ping())
+    fail.clear()
+    assert pool.call(lambda c: c.ping()) in {"a:1", "b:2"}
+    pool.close()
+
+
+def test_handoff_is_bounded_in_bytes() -> None:
+    torch = pytest.importorskip("torch")
+    from connector.handoff import Handoff
+
+    handoff = Handoff(capacity_bytes=100)
+    assert handoff.put(("ns", "a"), torch.zeros(10, dtype=torch.float32))  # 40 bytes
+    assert handoff.put(("ns", "b"), torch.zeros(10, dtype=torch.float32))
+    assert handoff.put(("ns", "c"), torch.zeros(10, dtype=torch.float32))  # pushes out "a"
+    assert not handoff.put(("ns", "big"), torch.zeros(30, dtype=torch.float32))
+    assert handoff.take(("ns", "a")) is None and handoff.take(("ns", "b")) is not None
+    assert handoff.nbytes == 40
