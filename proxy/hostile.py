@@ -384,6 +384,7 @@ class HostileTarget:
         self._http: aiohttp.ClientSession | None = None
         self.url = ""
         self.core: Any = None
+        self._resolver_factory: Any = None
 
     def __enter__(self) -> HostileTarget:
         self._thread.start()
@@ -411,7 +412,8 @@ class HostileTarget:
         secret = allowed.parent / "secret.png"
         secret.write_bytes(make_png(9, 9))
         (allowed / "link.png").symlink_to(secret)
-        fetch.RESOLVER_FACTORY = FakeResolver  # no real DNS from here on (process-wide; tests restore it)
+        self._resolver_factory = fetch.RESOLVER_FACTORY
+        fetch.RESOLVER_FACTORY = FakeResolver  # no real DNS while the target runs (restored by close)
         store = MemoryStore()
         enc = await start_mock(MockConfig(role="encode", model=MODEL), store)
         pd = await start_mock(MockConfig(role="pd", model=MODEL), store)
@@ -483,6 +485,11 @@ class HostileTarget:
             finally:
                 self._loop.call_soon_threadsafe(self._loop.stop)
                 self._thread.join(10)
+        if self._resolver_factory is not None:
+            from proxy import fetch
+
+            fetch.RESOLVER_FACTORY = self._resolver_factory
+            self._resolver_factory = None
         self._tmp.cleanup()
 
 

@@ -38,10 +38,11 @@ TRIED: dict[str, int] = {}
 def target() -> Iterator[HostileTarget]:
     original = fetch.RESOLVER_FACTORY
     with HostileTarget() as t:
+        assert fetch.RESOLVER_FACTORY is FakeResolver
         yield t
         print(f"\nhostile cases tried through the proxy: {t.tried}, answered precisely: {t.precise}; "
               f"by family: {dict(sorted(TRIED.items()))}")
-    fetch.RESOLVER_FACTORY = original
+    assert fetch.RESOLVER_FACTORY is original, "the target restores the real resolver"
 
 
 def _check(target: HostileTarget, case: HostileCase) -> None:
