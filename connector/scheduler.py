@@ -98,6 +98,7 @@ class ECCacheScheduler:
         self._seen_requests: dict[str, None] = {}
         self._unavailable: set[str] = set()
         self._metadata_resolver: Any = None
+        self._verify_buffer: torch.Tensor | None = None  # resolver thread only
         self._closed = False
 
     # ----------------------------------------------------------------- resolution (consumer)
@@ -209,7 +210,14 @@ class ECCacheScheduler:
             logger.warning("eccache: entry %s has an unusable layout %s %s", acq.info.identifier,
                            acq.info.shape, acq.info.dtype)
             return False
-        buffer = torch.empty(acq.info.nbytes, dtype=torch.uint8)
+        nbytes = acq.info.nbytes
+        if self._handoff is None and nbytes <= self._config.staging_bytes:
+            # verify only: a reused buffer (fresh memory costs page faults on every read)
+            if self._verify_buffer is None or self._verify_buffer.numel() < nbytes:
+                self._verify_buffer = torch.empty(max(nbytes, 1 << 20), dtype=torch.uint8)
+            buffer = self._verify_buffer[:nbytes]
+        else:  # handed to the worker: the tensor becomes the encoder cache entry itself
+            buffer = torch.empty(nbytes, dtype=torch.uint8)
         before = self._pool.counters().get("checksum_failures", 0)
         try:
             ok = bool(self._pool.call(lambda c: c.read_into(acq, buffer)))
