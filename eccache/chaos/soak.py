@@ -34,6 +34,8 @@ class SoakConfig:
     faults: tuple[str, ...] = tuple(FAULTS)
     seed: int = 0
     transport: str | None = None
+    hostile_cases: int = 600  # per surface (gRPC, proxy HTTP)
+    proxy_faults: bool = True
 
     def __post_init__(self) -> None:
         unknown = set(self.faults) - set(FAULTS)
@@ -64,11 +66,13 @@ class SoakReport:
     faults: list[FaultResult] = field(default_factory=list)
     audits: list[PoolAudit] = field(default_factory=list)
     serving_at_end: bool = False
+    hostile: dict[str, tuple[int, int]] = field(default_factory=dict)  # surface -> (tried, precise)
 
     @property
     def passed(self) -> bool:
         return (self.tally.corrupted_reads == 0 and all(f.held for f in self.faults) and self.serving_at_end
-                and all(a.leaked_bytes == 0 and a.slots == a.indexed_entries for a in self.audits))
+                and all(a.leaked_bytes == 0 and a.slots == a.indexed_entries for a in self.audits)
+                and all(tried == precise for tried, precise in self.hostile.values()))
 
     def as_dict(self) -> dict[str, Any]:
         t = self.tally
@@ -81,6 +85,7 @@ class SoakReport:
             "corrupted_reads": t.corrupted_reads,
             "faults": [asdict(f) for f in self.faults],
             "pools": [{**asdict(a), "leaked_bytes": a.leaked_bytes} for a in self.audits],
+            "hostile_inputs": {k: {"tried": t, "precise": p} for k, (t, p) in self.hostile.items()},
             "serving_at_end": self.serving_at_end, "passed": self.passed,
         }
 
@@ -180,8 +185,22 @@ def _soak(config: SoakConfig, cluster: Cluster) -> SoakReport:
     report.elapsed_s = time.time() - start
     time.sleep((max(WRITE_LEASE_MS, READ_LEASE_MS) + 2500) / 1000)  # leases expire, housekeeping reclaims
     report.audits = [audit(cluster.redis.url, a) for a in cluster.addresses]
+    if config.hostile_cases:
+        from eccache.chaos.hostile import hostile_grpc
+
+        report.hostile["grpc"] = hostile_grpc(cluster.addresses[0], config.hostile_cases, config.seed)
     report.serving_at_end = all(_final_round_trip(a) for a in cluster.addresses)
     return report
+
+
+def run_proxy_side(config: SoakConfig, report: SoakReport) -> None:
+    """The proxy's faults and hostile HTTP input, each on its own stack of subprocesses."""
+    from eccache.chaos.proxy_faults import hostile_inputs, run_proxy_faults
+
+    if config.proxy_faults:
+        report.faults.extend(run_proxy_faults(10.0))
+    if config.hostile_cases:
+        report.hostile["proxy_http"] = hostile_inputs(config.hostile_cases)
 
 
 def _final_round_trip(address: str) -> bool:
@@ -202,7 +221,9 @@ def table(d: dict[str, Any]) -> str:
     lines.append("faults survived:")
     for f in d["faults"]:
         lines.append(f"  [{'ok' if f['held'] else 'FAILED'}] {f['name']}: {f['detail']}")
-    lines.append(f"errors by status: {d['errors_by_status'] or 'none'}")
+    lines.append(f"errors by status (during faults): {d['errors_by_status'] or 'none'}")
+    for surface, h in d["hostile_inputs"].items():
+        lines.append(f"bad inputs tried ({surface}): {h['tried']}, answered with a precise status: {h['precise']}")
     lines.append(f"corrupted reads: {d['corrupted_reads']}")
     for p in d["pools"]:
         lines.append(f"pool {p['address']}: used {p['used_bytes']} B = indexed {p['indexed_bytes']} B, "
@@ -219,10 +240,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--faults", nargs="*", default=list(FAULTS), help=f"subset of {', '.join(FAULTS)}")
     p.add_argument("--transport", choices=["mooncake", "inline"], default=None)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--hostile-cases", type=int, default=600, help="bad inputs per surface (gRPC, proxy HTTP)")
+    p.add_argument("--no-proxy", action="store_true", help="skip the proxy's faults and hostile HTTP input")
     p.add_argument("--json", action="store_true")
     args = p.parse_args(argv)
-    report = run(SoakConfig(duration_s=args.duration, clients=args.clients, pool_size=args.pool_size,
-                            faults=tuple(args.faults), seed=args.seed, transport=args.transport))
+    config = SoakConfig(duration_s=args.duration, clients=args.clients, pool_size=args.pool_size,
+                        faults=tuple(args.faults), seed=args.seed, transport=args.transport,
+                        hostile_cases=args.hostile_cases, proxy_faults=not args.no_proxy)
+    report = run(config)
+    if not args.no_proxy:
+        run_proxy_side(config, report)
     d = report.as_dict()
     print(json.dumps(d) if args.json else table(d), flush=True)
     return 0 if report.passed else 1

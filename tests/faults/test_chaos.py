@@ -60,3 +60,8 @@ def test_pool_accounting_balances_and_no_slot_leaks(report: SoakReport) -> None:
 
 def test_both_servers_serve_at_the_end(report: SoakReport) -> None:
     assert report.serving_at_end and report.passed
+
+
+def test_hostile_grpc_inputs_during_the_soak_all_get_precise_statuses(report: SoakReport) -> None:
+    tried, precise = report.hostile["grpc"]
+    assert tried >= 600 and precise == tried
