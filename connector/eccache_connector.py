@@ -26,7 +26,7 @@ from vllm.distributed.ec_transfer.ec_connector.base import ECConnectorBase, ECCo
 
 from connector.client_pool import ClientPool
 from connector.config import ConnectorConfig
-from connector.handoff import handoff_for
+from connector.handoff import SharedSegments, handoff_for
 from connector.metadata import ECCacheConnectorMetadata, ECCacheStats
 from connector.namespace import derive_namespace, identity_from_vllm_config
 from connector.scheduler import ECCacheScheduler
@@ -82,16 +82,18 @@ class ECCacheConnector(ECConnectorBase):
         self.namespace = namespace_for(vllm_config, self.config)
         self.counters = Counters()
         self._pool = ClientPool(self.config)
-        handoff = None
+        handoff = segments = None
         if _same_process_worker(vllm_config):
             handoff = handoff_for(str(ec_config.engine_id), self.config.staging_bytes)
+        elif role == ECConnectorRole.SCHEDULER:
+            segments = SharedSegments(self.config.staging_bytes)
         self._scheduler: ECCacheScheduler | None = None
         self._worker: Any = None
         if role == ECConnectorRole.SCHEDULER:
             self._scheduler = ECCacheScheduler(
                 vllm_config, self.config, self.namespace,
                 is_producer=self.is_producer, is_consumer=self.is_consumer,
-                pool=self._pool, counters=self.counters, handoff=handoff,
+                pool=self._pool, counters=self.counters, handoff=handoff, segments=segments,
             )
             threading.Thread(target=self._register_alias, args=(vllm_config,), name="eccache-alias",
                              daemon=True).start()

@@ -21,6 +21,7 @@ On a producer, `update_state_after_alloc` records each item's placeholder metada
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import threading
@@ -34,13 +35,17 @@ import torch
 
 from connector.client_pool import ClientPool
 from connector.config import ConnectorConfig
-from connector.handoff import Handoff
+from connector.handoff import Handoff, SharedSegments
 from connector.metadata import ECCacheConnectorMetadata, ECCacheWorkerMetadata, LoadSpec
 from connector.state import Counters, LeaseBook, ResultCache
 from connector.tensors import entry_is_well_formed, view_as_entry
 from eccache.types import Acquired
 
 logger = logging.getLogger(__name__)
+
+
+def _read_into(acquired: Acquired, out: Any, client: Any) -> bool:
+    return bool(client.read_into(acquired, out))
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +78,7 @@ class ECCacheScheduler:
         pool: ClientPool,
         counters: Counters,
         handoff: Handoff | None,
+        segments: SharedSegments | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._vllm_config = vllm_config
@@ -83,6 +89,7 @@ class ECCacheScheduler:
         self._pool = pool
         self.counters = counters
         self._handoff = handoff
+        self._segments = segments
         self._clock = clock
         self._lock = threading.Lock()  # guards _results and _inflight (the resolver thread writes them)
         self._results: ResultCache[str, Resolution] = ResultCache(
@@ -211,7 +218,10 @@ class ECCacheScheduler:
                            acq.info.shape, acq.info.dtype)
             return False
         nbytes = acq.info.nbytes
-        if self._handoff is None and nbytes <= self._config.staging_bytes:
+        shared = self._segments.create(acq.lease_id, nbytes) if self._segments is not None else None
+        if shared is not None:  # the worker of another process copies it from there
+            buffer: Any = shared
+        elif self._handoff is None and nbytes <= self._config.staging_bytes:
             # verify only: a reused buffer (fresh memory costs page faults on every read)
             if self._verify_buffer is None or self._verify_buffer.numel() < nbytes:
                 self._verify_buffer = torch.empty(max(nbytes, 1 << 20), dtype=torch.uint8)
@@ -220,16 +230,19 @@ class ECCacheScheduler:
             buffer = torch.empty(nbytes, dtype=torch.uint8)
         before = self._pool.counters().get("checksum_failures", 0)
         try:
-            ok = bool(self._pool.call(lambda c: c.read_into(acq, buffer)))
+            ok = bool(self._pool.call(functools.partial(_read_into, acq, buffer)))
         except Exception as exc:  # noqa: BLE001
             logger.warning("eccache: reading %s failed: %s", acq.info.identifier, exc)
             ok = False
+        if ok and self._handoff is not None:
+            self._handoff.put((self.namespace, acq.info.identifier), view_as_entry(buffer, acq.info))
+        del buffer, shared
         if not ok:
+            if self._segments is not None:
+                self._segments.drop(acq.lease_id)
             if self._pool.counters().get("checksum_failures", 0) > before:
                 self.counters.add("checksum_failures")
             return False
-        if self._handoff is not None:
-            self._handoff.put((self.namespace, acq.info.identifier), view_as_entry(buffer, acq.info))
         return True
 
     # ----------------------------------------------------------------- allocation and metadata
@@ -337,6 +350,9 @@ class ECCacheScheduler:
 
     def _release(self, leases: Sequence[Acquired]) -> None:
         leases = [lease for lease in leases if lease is not None]
+        if self._segments is not None:
+            for lease in leases:
+                self._segments.drop(lease.lease_id)
         if not leases or self._closed:
             return
 
@@ -365,5 +381,7 @@ class ECCacheScheduler:
         leftovers += self._leases.take_all()
         self._release(leftovers)
         self._closed = True
+        if self._segments is not None:
+            self._segments.clear()
         self._executor.shutdown(wait=True, cancel_futures=True)
         self._releaser.shutdown(wait=True)

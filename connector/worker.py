@@ -27,7 +27,7 @@ import torch
 
 from connector.client_pool import ClientPool
 from connector.config import ConnectorConfig
-from connector.handoff import Handoff
+from connector.handoff import Handoff, read_segment
 from connector.metadata import ECCacheConnectorMetadata, ECCacheWorkerMetadata, LoadSpec
 from connector.state import ByteBudget, Counters
 from connector.tensors import entry_is_well_formed, torch_dtype, view_as_entry
@@ -121,6 +121,10 @@ class ECCacheWorker:
         host = None
         if self._handoff is not None:
             host = self._handoff.take((self.namespace, spec.identifier))
+        if host is None:
+            shared = read_segment(spec.acquired.lease_id, info.nbytes)  # verified by the scheduler
+            if shared is not None:
+                host = view_as_entry(shared, info)
         staged = host is None
         if host is None:
             buffer = self._staging_for(info.nbytes)

@@ -200,6 +200,7 @@ def test_corrupted_between_schedule_and_load_fails_the_request_cleanly(vllm_conf
     assert resolve(consumer_s, request) and consumer_s.has_cache_item(identifier)
     consumer_s.update_state_after_alloc(request, 0)
     corrupt_entry(server, producer_s.namespace, identifier)  # after the scheduler verified it
+    consumer_s.scheduler._segments.clear()  # a worker on another host: it reads through the lease
     meta = consumer_s.build_connector_meta(None)
     consumer_w.bind_connector_metadata(meta)
     cache: dict[str, torch.Tensor] = {}
@@ -247,6 +248,7 @@ def test_entry_deleted_between_schedule_and_load_never_serves_wrong_data(vllm_co
     spec = meta.loads[0]
     bad_info = dataclasses.replace(spec.acquired.info, checksum=spec.acquired.info.checksum ^ 1)
     meta.loads[0] = dataclasses.replace(spec, acquired=dataclasses.replace(spec.acquired, info=bad_info))
+    consumer_s.scheduler._segments.clear()  # a worker on another host: it reads through the lease
     consumer_w.bind_connector_metadata(meta)
     cache: dict[str, torch.Tensor] = {}
     consumer_w.start_load_caches(cache)
@@ -363,3 +365,30 @@ def test_worker_in_the_scheduler_process_takes_the_verified_bytes(vllm_config_fa
     assert torch.equal(loaded[identifier], embedding)
     assert consumer_w._pool._client is None  # the worker never read from the network: one read in all
     assert consumer_s.counters["loads"] == 1
+
+
+def test_worker_in_another_process_copies_the_verified_bytes_from_shared_memory(vllm_config_factory, connectors,
+                                                                                 server) -> None:
+    from connector.handoff import segment_name
+
+    producer_s, producer_w = connectors(vllm_config_factory("a", "ec_producer", {"server": server}))
+    consumer_s, consumer_w = connectors(vllm_config_factory("a", "ec_consumer", {"server": server}))
+    assert consumer_s._vllm_config.parallel_config.distributed_executor_backend == "mp"
+    identifier = _id()
+    embedding = _embedding(seed=12)
+    produce(producer_s, producer_w, make_request("p", identifier), embedding)
+    assert producer_w.worker.wait_for_saves()
+    request = make_request("r", identifier, with_media=False)
+    assert resolve(consumer_s, request)
+    consumer_s.update_state_after_alloc(request, 0)
+    meta = consumer_s.build_connector_meta(None)
+    segment = "/dev/shm/" + segment_name(meta.loads[0].acquired.lease_id)
+    assert os.path.exists(segment)
+    consumer_w.bind_connector_metadata(meta)
+    cache: dict[str, torch.Tensor] = {}
+    consumer_w.start_load_caches(cache)
+    assert torch.equal(cache[identifier], embedding)
+    assert consumer_w._pool._client is None  # no second network read
+    consumer_s.request_finished(request)
+    assert not os.path.exists(segment)  # unlinked with the lease
+    assert consumer_s.scheduler._segments.nbytes == 0
