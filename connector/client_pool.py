@@ -8,6 +8,7 @@ failures into misses; the pool only decides which server to talk to.
 from __future__ import annotations
 
 import contextlib
+import functools
 import inspect
 import logging
 import threading
@@ -18,6 +19,10 @@ from connector.config import ConnectorConfig
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
+
+
+def _read_into(acquired: Any, out: Any, client: Any) -> bool:
+    return bool(client.read_into(acquired, out))
 
 
 def _client_kwargs(config: ConnectorConfig, client_cls: Any) -> dict[str, Any]:
@@ -73,6 +78,21 @@ class ClientPool:
                 self._fail_over()
         assert last is not None
         raise last
+
+    def read_into(self, acquired: Any, out: Any) -> tuple[bool, bool]:
+        """Reads an acquired entry into `out`, checksum verified; never raises.
+
+        Returns:
+            (ok, checksum_failed): checksum_failed tells a corrupt entry (which the client dropped) from
+            other failures.
+        """
+        before = self.counters().get("checksum_failures", 0)
+        try:
+            ok = bool(self.call(functools.partial(_read_into, acquired, out)))
+        except Exception as exc:  # noqa: BLE001 - a failed read is a miss
+            logger.warning("eccache: reading %s failed: %s", acquired.info.identifier, exc)
+            ok = False
+        return ok, not ok and self.counters().get("checksum_failures", 0) > before
 
     def counters(self) -> dict[str, int]:
         client = self._client

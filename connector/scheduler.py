@@ -21,7 +21,6 @@ On a producer, `update_state_after_alloc` records each item's placeholder metada
 
 from __future__ import annotations
 
-import functools
 import json
 import logging
 import threading
@@ -42,10 +41,6 @@ from connector.tensors import entry_is_well_formed, view_as_entry
 from eccache.types import Acquired
 
 logger = logging.getLogger(__name__)
-
-
-def _read_into(acquired: Acquired, out: Any, client: Any) -> bool:
-    return bool(client.read_into(acquired, out))
 
 
 @dataclass(frozen=True, slots=True)
@@ -228,19 +223,14 @@ class ECCacheScheduler:
             buffer = self._verify_buffer[:nbytes]
         else:  # handed to the worker: the tensor becomes the encoder cache entry itself
             buffer = torch.empty(nbytes, dtype=torch.uint8)
-        before = self._pool.counters().get("checksum_failures", 0)
-        try:
-            ok = bool(self._pool.call(functools.partial(_read_into, acq, buffer)))
-        except Exception as exc:  # noqa: BLE001
-            logger.warning("eccache: reading %s failed: %s", acq.info.identifier, exc)
-            ok = False
+        ok, corrupt = self._pool.read_into(acq, buffer)
         if ok and self._handoff is not None:
             self._handoff.put((self.namespace, acq.info.identifier), view_as_entry(buffer, acq.info))
         del buffer, shared
         if not ok:
             if self._segments is not None:
                 self._segments.drop(acq.lease_id)
-            if self._pool.counters().get("checksum_failures", 0) > before:
+            if corrupt:
                 self.counters.add("checksum_failures")
             return False
         return True

@@ -128,14 +128,9 @@ class ECCacheWorker:
         staged = host is None
         if host is None:
             buffer = self._staging_for(info.nbytes)
-            before = self._pool.counters().get("checksum_failures", 0)
-            try:
-                ok = bool(self._pool.call(lambda c: c.read_into(spec.acquired, buffer)))
-            except Exception as exc:  # noqa: BLE001 - a failed read is a failed load
-                logger.warning("eccache: loading %s failed: %s", spec.identifier, exc)
-                ok = False
+            ok, corrupt = self._pool.read_into(spec.acquired, buffer)
             if not ok:
-                if self._pool.counters().get("checksum_failures", 0) > before:
+                if corrupt:
                     self.counters.add("checksum_failures")
                 return None
             host = view_as_entry(buffer, info)
