@@ -392,3 +392,20 @@ def test_worker_in_another_process_copies_the_verified_bytes_from_shared_memory(
     consumer_s.request_finished(request)
     assert not os.path.exists(segment)  # unlinked with the lease
     assert consumer_s.scheduler._segments.nbytes == 0
+
+
+def test_without_the_deferral_hook_has_cache_item_resolves_itself(vllm_config_factory, connectors, server,
+                                                                   monkeypatch) -> None:
+    import connector.eccache_connector as module
+
+    monkeypatch.setattr(module, "_HAS_ENSURE_HOOK", False)  # vLLM before ensure_cache_available
+    producer_s, producer_w = connectors(vllm_config_factory("a", "ec_producer", {"server": server}))
+    consumer_s, consumer_w = connectors(vllm_config_factory("a", "ec_consumer", {"server": server}))
+    identifier = _id()
+    embedding = _embedding(seed=13)
+    produce(producer_s, producer_w, make_request("p", identifier), embedding)
+    assert producer_w.worker.wait_for_saves()
+    assert not consumer_s.has_cache_item(_id())
+    assert consumer_s.has_cache_item(identifier)
+    loaded = schedule_and_load(consumer_s, consumer_w, make_request("r", identifier, with_media=False))
+    assert torch.equal(loaded[identifier], embedding)
