@@ -3,6 +3,7 @@ real eccache server (real Redis, Mooncake over TCP)."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -214,22 +215,45 @@ def test_corrupted_between_schedule_and_load_fails_the_request_cleanly(vllm_conf
 
 
 def test_evicted_between_schedule_and_load_is_prevented_by_the_read_lease(vllm_config_factory, connectors,
-                                                                          server) -> None:
-    from eccache import Client
+                                                                          server_factory, needs_mooncake) -> None:
+    import numpy as np
 
+    from eccache import Client
+    from eccache.errors import CapacityExhausted
+
+    server = server_factory(transport="mooncake", pool_size="2MiB").address
     producer_s, producer_w = connectors(vllm_config_factory("a", "ec_producer", {"server": server}))
     consumer_s, consumer_w = connectors(vllm_config_factory("a", "ec_consumer", {"server": server}))
     identifier = _id()
-    embedding = _embedding(seed=3)
-    produce(producer_s, producer_w, make_request("p", identifier), embedding)
+    embedding = _embedding(rows=1024, width=128, seed=3)  # 512 KiB: a quarter of the pool
+    request = make_request("r", identifier, num_embeds=1024, with_media=False)
+    produce(producer_s, producer_w, make_request("p", identifier, num_embeds=1024), embedding)
     assert producer_w.worker.wait_for_saves()
-    request = make_request("r", identifier, with_media=False)
-    assert resolve(consumer_s, request)
-    with Client(server) as client:  # a leased entry is not evictable: its slot keeps its bytes
-        info = client.lookup_entries(producer_s.namespace, [identifier])[0]
-        assert info is not None
-    loaded = schedule_and_load(consumer_s, consumer_w, request)
-    assert torch.equal(loaded[identifier], embedding)
+    assert resolve(consumer_s, request) and consumer_s.has_cache_item(identifier)
+    consumer_s.update_state_after_alloc(request, 0)
+    meta = consumer_s.build_connector_meta(None)
+    consumer_s.scheduler._segments.clear()  # a worker on another host: it reads through the lease
+    filler = np.random.default_rng(0).integers(0, 255, 512 * 1024, dtype=np.uint8)
+    with Client(server) as client:  # fill the pool several times over: LRU eviction runs
+        for i in range(12):
+            with contextlib.suppress(CapacityExhausted):
+                client.put(producer_s.namespace, f"filler-{i}", filler)
+        assert client.lookup(producer_s.namespace, [identifier]) == [True]
+    consumer_w.bind_connector_metadata(meta)
+    cache: dict[str, torch.Tensor] = {}
+    consumer_w.start_load_caches(cache)
+    assert torch.equal(cache[identifier], embedding)
+    assert consumer_w.counters["loads"] == 1
+    consumer_s.request_finished(request)  # lease released: now it may be evicted
+    with Client(server) as client:
+        for i in range(12, 24):
+            with contextlib.suppress(CapacityExhausted):
+                client.put(producer_s.namespace, f"filler-{i}", filler)
+        deadline = time.monotonic() + 5
+        while client.lookup(producer_s.namespace, [identifier]) == [True] and time.monotonic() < deadline:
+            with contextlib.suppress(CapacityExhausted):
+                client.put(producer_s.namespace, f"filler-late-{time.monotonic()}", filler)
+        assert client.lookup(producer_s.namespace, [identifier]) == [False]
 
 
 def test_entry_deleted_between_schedule_and_load_never_serves_wrong_data(vllm_config_factory, connectors,
