@@ -7,8 +7,8 @@ Both connectors are driven through vLLM's calls, as the engine makes them: the p
 then each iteration is one consumer request: scheduler side (ECCache: `ensure_cache_available`, which
 acquires and verifies; Example: `has_cache_item`, a file check) → `update_state_after_alloc` →
 `build_connector_meta` → worker `start_load_caches`. ECCache is measured twice: with the worker in the
-scheduler's process (it takes the verified bytes) and in its own process (it reads again through the
-lease). The example connector reads a safetensors file from a folder (page cache: it never leaves the
+scheduler's process (vLLM's uniproc executor, one GPU: it takes the verified tensor) and in its own
+process (multiproc executor: it copies the verified bytes from a shared-memory segment). The example connector reads a safetensors file from a folder (page cache: it never leaves the
 host). The VllmConfig is a stand-in holding a real ECTransferConfig: no model is loaded.
 """
 
