@@ -21,7 +21,6 @@ On a producer, `update_state_after_alloc` records each item's placeholder metada
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import time
@@ -38,6 +37,7 @@ from connector.handoff import Handoff, SharedSegments
 from connector.metadata import ECCacheConnectorMetadata, ECCacheWorkerMetadata, LoadSpec
 from connector.state import Counters, LeaseBook, ResultCache
 from connector.tensors import entry_is_well_formed, view_as_entry
+from eccache.placeholders import pack_placeholders
 from eccache.types import Acquired
 
 logger = logging.getLogger(__name__)
@@ -325,7 +325,7 @@ class ECCacheScheduler:
     def _metadata_bytes(self, feature: Any) -> bytes:
         """The item's placeholder metadata (e.g. `{"image_grid_thw": [1, 4, 4]}`) as stored with the entry."""
         metadata = self._placeholder_metadata([feature]).get(feature.identifier, {}).get("metadata", {})
-        return json.dumps(metadata, sort_keys=True).encode()
+        return pack_placeholders(metadata)
 
     def _is_metadata_only(self, feature: Any) -> bool:
         """True when the item carries only placeholder metadata (no media, no embedding)."""

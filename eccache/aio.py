@@ -72,11 +72,15 @@ class AsyncClient:
         await self.close()
 
     # ---- reads (never raise) ------------------------------------------------------------------
-    async def lookup_entries(self, namespace: str, identifiers: Sequence[str]) -> list[EntryInfo | None]:
+    async def lookup_entries(self, namespace: str, identifiers: Sequence[str], *,
+                             raise_errors: bool = False) -> list[EntryInfo | None]:
+        """READY entries' metadata; on failure all None (counted), or the error with raise_errors."""
         ids = list(identifiers)
         try:
             response = await self._call("Lookup", pb.LookupRequest(namespace=namespace, identifiers=ids))
         except ECCacheError as exc:
+            if raise_errors:
+                raise
             self._count_failure("lookup_errors", exc)
             return [None] * len(ids)
         return [info_from_pb(e) if e.state == pb.ENTRY_STATE_READY else None for e in response.entries]

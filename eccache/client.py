@@ -190,12 +190,16 @@ class Client:
     def lookup(self, namespace: str, identifiers: Sequence[str]) -> list[bool]:
         return [e is not None for e in self.lookup_entries(namespace, identifiers)]
 
-    def lookup_entries(self, namespace: str, identifiers: Sequence[str]) -> list[EntryInfo | None]:
-        """READY entries' metadata (None for anything else, and for every id on failure)."""
+    def lookup_entries(self, namespace: str, identifiers: Sequence[str], *,
+                       raise_errors: bool = False) -> list[EntryInfo | None]:
+        """READY entries' metadata (None for anything else, and for every id on failure, counted;
+        with raise_errors the failure is raised instead)."""
         ids = list(identifiers)
         try:
             response = self._call("Lookup", pb.LookupRequest(namespace=namespace, identifiers=ids))
         except ECCacheError as exc:
+            if raise_errors:
+                raise
             self._count_failure("lookup_errors", exc)
             return [None] * len(ids)
         return [info_from_pb(e) if e.state == pb.ENTRY_STATE_READY else None for e in response.entries]

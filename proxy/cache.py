@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-import msgpack
+from eccache.placeholders import unpack_placeholders
 
 log = logging.getLogger(__name__)
 
@@ -28,20 +28,9 @@ class WarmEntry:
 
 
 class CacheBackend(Protocol):
-    async def lookup_entries(self, namespace: str, ids: list[str]) -> list[Any]: ...
+    async def lookup_entries(self, namespace: str, ids: list[str], *, raise_errors: bool = False) -> list[Any]: ...
     async def resolve_alias(self, alias: str) -> str | None: ...
     async def close(self) -> None: ...
-
-
-def decode_metadata(raw: bytes | None) -> Mapping[str, Any] | None:
-    """Placeholder metadata from an entry's msgpack bytes; None when empty or not a msgpack map."""
-    if not raw:
-        return None
-    try:
-        value = msgpack.unpackb(raw, raw=False)
-    except Exception:  # noqa: BLE001 - any undecodable metadata is simply "unknown"
-        return None
-    return value if isinstance(value, dict) and value else None
 
 
 @dataclass(eq=False)
@@ -95,8 +84,20 @@ class CacheView:
             if info is None:
                 out.append(None)
             else:
-                out.append(WarmEntry(ident, decode_metadata(getattr(info, "metadata", b""))))
+                out.append(WarmEntry(ident, unpack_placeholders(getattr(info, "metadata", b""))))
         return out
+
+    async def ready(self, namespace: str, ids: Sequence[str]) -> list[bool] | None:
+        """Which ids are READY; None when eccache cannot answer (then waiting for them is pointless)."""
+        if self.backend is None:
+            return None
+        try:
+            infos = await asyncio.wait_for(self.backend.lookup_entries(namespace, list(ids), raise_errors=True),
+                                           self.lookup_timeout_s)
+        except Exception as exc:  # noqa: BLE001 - unreachable, slow or failing: unknown
+            log.debug("eccache readiness lookup failed: %r", exc)
+            return None
+        return [info is not None for info in infos]
 
     async def close(self) -> None:
         if self.backend is not None:

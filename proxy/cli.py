@@ -62,6 +62,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--first-byte-timeout", type=float, default=120.0)
     p.add_argument("--idle-timeout", type=float, default=120.0)
     p.add_argument("--lookup-timeout", type=float, default=0.5)
+    p.add_argument("--publish-wait", type=float, default=2.0,
+                   help="seconds to wait for an encoder's entries to be READY before PD loads them")
     p.add_argument("--probe-interval", type=float, default=2.0)
     p.add_argument("--probe-timeout", type=float, default=2.0)
     p.add_argument("--eject-after", type=int, default=3)
@@ -89,7 +91,8 @@ def config_from_args(args: argparse.Namespace) -> ProxyConfig:
                           allow_unknown_formats=args.allow_unknown_image_formats),
         timeouts=Timeouts(connect_s=args.connect_timeout, encode_s=args.encode_timeout,
                           prefill_s=args.prefill_timeout, first_byte_s=args.first_byte_timeout,
-                          idle_s=args.idle_timeout, probe_s=args.probe_timeout, lookup_s=args.lookup_timeout),
+                          idle_s=args.idle_timeout, probe_s=args.probe_timeout, lookup_s=args.lookup_timeout,
+                          publish_s=args.publish_wait),
         health=HealthPolicy(eject_after=args.eject_after, readmit_after=args.readmit_after),
         probe_interval_s=args.probe_interval, max_request_nbytes=args.max_request_bytes,
         max_media_items=args.max_media_items, max_concurrent=args.max_concurrent, max_attempts=args.max_attempts,

@@ -18,6 +18,8 @@ class Timeouts:
     first_byte_s: request sent → first response byte from PD/D (a non-streaming answer arrives whole, so
     this bounds it too). idle_s: gap between two streamed chunks.
     probe_s: one health probe. lookup_s: one eccache lookup (then: all-miss).
+    publish_s: how long to wait, after an encoder answered, for its entries to be READY in eccache
+    (encoders publish in the background); items still unpublished then go to PD with their media.
     """
 
     connect_s: float = 3.0
@@ -27,6 +29,7 @@ class Timeouts:
     idle_s: float = 120.0
     probe_s: float = 2.0
     lookup_s: float = 0.5
+    publish_s: float = 2.0
 
     def __post_init__(self) -> None:
         for name in self.__dataclass_fields__:

@@ -88,7 +88,7 @@ class AsyncMemoryBackend:
     store: MemoryStore
     delay_s: float = 0.0
 
-    async def lookup_entries(self, namespace: str, ids: list[str]) -> list[Any]:
+    async def lookup_entries(self, namespace: str, ids: list[str], *, raise_errors: bool = False) -> list[Any]:
         if self.delay_s:
             await asyncio.sleep(self.delay_s)
         return self.store.lookup_entries(namespace, ids)

@@ -27,11 +27,11 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import aiohttp
-import msgpack
 import numpy as np
 from aiohttp import web
 from blake3 import blake3
 
+from eccache.placeholders import pack_placeholders
 from proxy.imagesize import image_size
 from proxy.media import decode_data_url
 
@@ -167,7 +167,7 @@ class MockVllm:
                                                 width=self.config.width)
             ident = part.get("uuid") or blake3(data).hexdigest()
             if self.store is not None:
-                await asyncio.to_thread(self.store.put, self.config.namespace, ident, emb, msgpack.packb(meta))
+                await asyncio.to_thread(self.store.put, self.config.namespace, ident, emb, pack_placeholders(meta))
             self.counters["encoded_items"] += 1
             ec[ident] = {"item_indices": [index], "metadata": meta}
         return web.json_response({

@@ -217,10 +217,40 @@ class ProxyCore:
             results = await self._encode(req, [(u, url_of[u], tokens[u]) for u in cold])
             for ident, res in results.items():
                 known[ident] = res.metadata if res.ok else None
+            if namespace is not None:
+                published = await self._await_published(namespace, [u for u in cold if known.get(u)])
+                for ident in cold:
+                    if ident not in published:
+                        known[ident] = None  # PD gets the media: it loads once published, or encodes
         use_meta = req.identifier_predictable
         items = [ItemPlan(ref, ident, url, known.get(ident) if use_meta else None)
                  for ref, ident, url in zip(req.media, uuids, urls, strict=True)]
         return items, sum(tokens[u] for u in uuids)
+
+    async def _await_published(self, namespace: str, idents: list[str]) -> set[str]:
+        """The encoded items READY in eccache within ``publish_s``.
+
+        An encoder answers as soon as it has encoded and publishes in the background, so a PD asked for a
+        metadata-only load at once could miss; a streamed miss cannot be retried once PD started to answer.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.config.timeouts.publish_s
+        ready: set[str] = set()
+        pending = idents
+        delay = 0.005
+        while pending:
+            found = await self.cache.ready(namespace, pending)
+            if found is None:  # eccache is not answering: PD gets the media instead
+                break
+            ready.update(i for i, ok in zip(pending, found, strict=True) if ok)
+            pending = [i for i in pending if i not in ready]
+            if not pending or loop.time() + delay > deadline:
+                break
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 0.05)
+        if pending:
+            self.metrics.items.labels("unpublished").inc(len(pending))
+        return ready
 
     async def _encode(self, req: ChatRequest, cold: list[tuple[str, str, int]]) -> dict[str, Encoded]:
         """Encode cold items once across concurrent requests; never raises for encoder failures.

@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from eccache.placeholders import unpack_placeholders
 from tests.conftest import IN_CI
 from tests.connector.conftest import VLLM_IMPORTABLE
 
@@ -83,7 +84,7 @@ def test_producer_saves_and_consumer_loads_bit_exact_in_process(vllm_config_fact
     with Client(server) as client:
         info = client.lookup_entries(producer_s.namespace, [identifier])[0]
     assert info is not None and info.shape == (4, 128) and info.dtype == "float32"
-    assert json.loads(info.metadata) == {"image_grid_thw": [1, 4, 4]}
+    assert unpack_placeholders(info.metadata) == {"image_grid_thw": [1, 4, 4]}
 
     request = make_request("c-1", identifier, with_media=False)
     assert resolve(consumer_s, request)

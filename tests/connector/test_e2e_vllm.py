@@ -10,13 +10,13 @@ distinct uuids so they do not depend on each other's order.
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 
 import pytest
 
+from eccache.placeholders import unpack_placeholders
 from tests.conftest import IN_CI
 from tests.connector.conftest import VLLM_IMPORTABLE
 
@@ -82,7 +82,7 @@ def _content(response: object) -> str:
 
 
 def _reference(d: Deployment, seed: int = 0) -> str:
-    status, body = d.reference.chat(image_part("ref-unused", seed))
+    status, body = d.reference.chat(image_part(f"ref-{seed}", seed))  # a uuid per image: vLLM caches by uuid
     assert status == 200, body
     return _content(body)
 
@@ -122,7 +122,7 @@ def test_encoder_publishes_its_embedding_with_placeholder_metadata(deployment: D
     info = _entry(deployment, "e2e-publish")
     assert info is not None, "the encoder's embedding did not land in eccache"
     assert info.shape == (4, 128) and info.dtype == "float32"  # type: ignore[attr-defined]
-    assert json.loads(info.metadata) == {"image_grid_thw": [1, 4, 4]}  # type: ignore[attr-defined]
+    assert unpack_placeholders(info.metadata) == {"image_grid_thw": [1, 4, 4]}  # type: ignore[attr-defined]
 
 
 def test_pd_answers_metadata_only_request_from_the_cache(deployment: Deployment) -> None:
@@ -197,3 +197,94 @@ def test_cache_server_down_still_answers_requests_with_the_image(deployment: Dep
         assert deployment.pd.healthy() and deployment.encoder.healthy()
     finally:
         deployment.cache.start()  # type: ignore[attr-defined]
+
+
+# ---- the whole stack: proxy in front of the real encoder and PD ------------------------------------------
+@dataclass
+class ProxyStack:
+    url: str
+    proc: object  # subprocess.Popen
+
+
+def _requests_served(server: VllmServer) -> float:
+    """vLLM's own count of finished requests (all reasons) on one instance."""
+    import re
+    import urllib.request
+
+    with urllib.request.urlopen(server.url + "/metrics", timeout=10) as r:
+        text = r.read().decode()
+    return sum(float(m) for m in re.findall(r"^vllm:request_success_total\{[^}]*\} (\S+)$", text, re.M))
+
+
+@pytest.fixture(scope="module")
+def proxy_stack(deployment: Deployment) -> Iterator[ProxyStack]:
+    import subprocess
+    import sys
+
+    from eccache.launch import free_port
+
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "proxy", "--host", "127.0.0.1", "--port", str(port), "--encode", deployment.encoder.url,
+         "--pd", deployment.pd.url, "--eccache", deployment.cache_address],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    assert "listening on" in line, line
+    try:
+        yield ProxyStack(f"http://127.0.0.1:{port}", proc)
+    finally:
+        proc.terminate()
+        proc.wait(15)
+
+
+def _proxy_counters(stack: ProxyStack) -> dict[str, float]:
+    import re
+    import urllib.request
+
+    with urllib.request.urlopen(stack.url + "/metrics", timeout=10) as r:
+        text = r.read().decode()
+    return {m.group(1): float(m.group(2)) for m in re.finditer(r"^(eccache_proxy_\S+) (\S+)$", text, re.M)}
+
+
+def _openai_stream(stack: ProxyStack, content: list[dict] | str) -> str:
+    import openai
+
+    client = openai.OpenAI(base_url=stack.url + "/v1", api_key="unused", max_retries=0, timeout=120)
+    stream = client.chat.completions.create(model="tiny", max_tokens=8, temperature=0, stream=True,
+                                            messages=[{"role": "user", "content": content}])
+    return "".join(chunk.choices[0].delta.content or "" for chunk in stream if chunk.choices)
+
+
+def _image_message(seed: int) -> list[dict]:
+    part = image_part("client-uuid-is-replaced", seed)
+    part.pop("uuid")
+    return [part, {"type": "text", "text": "describe this image"}]
+
+
+def test_stack_cold_then_warm_image_skips_the_encoder_with_identical_answers(
+        deployment: Deployment, proxy_stack: ProxyStack) -> None:
+    reference = _reference(deployment, seed=7)
+    encoder_before = _requests_served(deployment.encoder)
+    loads_before = deployment.pd.metrics()
+    cold = _openai_stream(proxy_stack, _image_message(7))
+    assert cold == reference
+    assert _requests_served(deployment.encoder) == encoder_before + 1  # cold: the encoder ran once
+    warm = _openai_stream(proxy_stack, _image_message(7))
+    assert warm == reference
+    assert _requests_served(deployment.encoder) == encoder_before + 1  # warm: the encoder was not asked
+    proxy = _proxy_counters(proxy_stack)
+    assert proxy['eccache_proxy_media_items_total{outcome="warm"}'] == 1.0  # the second request found it
+    assert proxy.get("eccache_proxy_metadata_fallbacks_total", 0.0) == 0.0  # PD took metadata-only twice
+    # PD loaded the embedding from eccache for the cold request (the warm one may hit its encoder cache)
+    assert _metric_delta(deployment.pd, loads_before, "loads", 1) >= 1
+
+
+def test_stack_text_only_request_never_reaches_the_encoder(deployment: Deployment, proxy_stack: ProxyStack) -> None:
+    status, body = deployment.reference.chat({"type": "text", "text": "hello world"})
+    assert status == 200, body
+    encoder_before = _requests_served(deployment.encoder)
+    answer = _openai_stream(proxy_stack, [{"type": "text", "text": "hello world"},
+                                          {"type": "text", "text": "describe this image"}])
+    assert answer == _content(body)
+    assert _requests_served(deployment.encoder) == encoder_before
