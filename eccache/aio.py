@@ -21,7 +21,7 @@ from eccache._proto import eccache_pb2_grpc as pb_grpc
 from eccache.client import Client, auth_metadata, open_channel
 from eccache.errors import ECCacheError, from_rpc_error
 from eccache.types import Acquired, EntryInfo, PutOutcome
-from eccache.wire import acquired_from_pb, info_from_pb
+from eccache.wire import acquired_from_pb, ready_entries
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +83,7 @@ class AsyncClient:
                 raise
             self._count_failure("lookup_errors", exc)
             return [None] * len(ids)
-        return [info_from_pb(e) if e.state == pb.ENTRY_STATE_READY else None for e in response.entries]
+        return ready_entries(response)
 
     async def lookup(self, namespace: str, identifiers: Sequence[str]) -> list[bool]:
         return [e is not None for e in await self.lookup_entries(namespace, identifiers)]

@@ -25,7 +25,7 @@ from eccache._proto import eccache_pb2_grpc as pb_grpc
 from eccache.errors import ECCacheError, IntegrityError, InvalidArgument, from_rpc_error
 from eccache.transport.base import Transport
 from eccache.types import Acquired, EntryInfo, PutOutcome, ReserveOutcome
-from eccache.wire import OUTCOME_FROM_PB, acquired_from_pb, info_from_pb, location_from_pb
+from eccache.wire import OUTCOME_FROM_PB, acquired_from_pb, location_from_pb, ready_entries
 
 log = logging.getLogger(__name__)
 CHANNEL_OPTIONS = [("grpc.max_receive_message_length", 8 << 20), ("grpc.max_send_message_length", 8 << 20),
@@ -202,7 +202,7 @@ class Client:
                 raise
             self._count_failure("lookup_errors", exc)
             return [None] * len(ids)
-        return [info_from_pb(e) if e.state == pb.ENTRY_STATE_READY else None for e in response.entries]
+        return ready_entries(response)
 
     def acquire(self, namespace: str, identifiers: Sequence[str], lease_ms: int = 0) -> list[Acquired | None]:
         """Read leases on READY entries: eviction cannot remove them until release or lease expiry."""

@@ -41,3 +41,8 @@ def acquired_from_pb(namespace: str, msg: pb.AcquiredEntry) -> Acquired | None:
         return None
     return Acquired(namespace=namespace, info=info_from_pb(msg.info), lease_id=msg.lease_id,
                     location=location_from_pb(msg.location), lease_expires_ms=msg.lease_expires_ms)
+
+
+def ready_entries(response: pb.LookupResponse) -> list[EntryInfo | None]:
+    """A Lookup answer as the clients return it: READY entries' metadata, None for everything else."""
+    return [info_from_pb(e) if e.state == pb.ENTRY_STATE_READY else None for e in response.entries]
