@@ -1,7 +1,8 @@
 """`eccache bench lookup`: Lookup latency of 1 and 64 ids vs redis-py on the same Redis, same run.
 
 The baseline is what any Lookup must at least cost: a redis-py pipeline of the same number of EXISTS
-on the same Redis. At several client concurrencies (threads), ops/s is reported too.
+on the same Redis. A bare gRPC health check against the same server shows the floor of any unary RPC from
+Python on the machine. At several client concurrencies (threads), ops/s is reported too.
 """
 
 from __future__ import annotations
@@ -78,6 +79,13 @@ def run(redis_url: str | None, repeat: int, concurrency: list[int], duration_s: 
                 result[f"lookup{n}_p50_us"], result[f"lookup{n}_p99_us"] = ours["p50_us"], ours["p99_us"]
                 key = "redis_exists1" if n == 1 else "redis_pipeline64"
                 result[f"{key}_p50_us"], result[f"{key}_p99_us"] = base["p50_us"], base["p99_us"]
+            # the floor of any unary RPC from Python on this machine: the bare gRPC health check
+            import grpc
+            from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+            health = health_pb2_grpc.HealthStub(grpc.insecure_channel(address))
+            bare = _latencies(lambda: health.Check(health_pb2.HealthCheckRequest()), repeat)
+            result["grpc_health_p50_us"], result["grpc_health_p99_us"] = bare["p50_us"], bare["p99_us"]
         result["ratio_lookup64_vs_pipeline_p50"] = result["lookup64_p50_us"] / result["redis_pipeline64_p50_us"]
         result["ratio_lookup1_vs_exists_p50"] = result["lookup1_p50_us"] / result["redis_exists1_p50_us"]
         result["concurrency"] = {}
@@ -93,9 +101,10 @@ def run(redis_url: str | None, repeat: int, concurrency: list[int], duration_s: 
 
 def table(result: dict[str, Any]) -> str:
     lines = [f"{'call':<28} {'p50 us':>9} {'p99 us':>9}"]
-    for name in ("lookup1", "redis_exists1", "lookup64", "redis_pipeline64"):
+    for name in ("lookup1", "redis_exists1", "lookup64", "redis_pipeline64", "grpc_health"):
         lines.append(f"{name:<28} {result[name + '_p50_us']:>9.0f} {result[name + '_p99_us']:>9.0f}")
-    lines.append(f"Lookup(64) / redis pipeline(64) at p50: {result['ratio_lookup64_vs_pipeline_p50']:.2f}x")
+    lines.append(f"Lookup(64) / redis pipeline(64) at p50: {result['ratio_lookup64_vs_pipeline_p50']:.2f}x "
+                 f"(a bare gRPC health check costs {result['grpc_health_p50_us']:.0f} us here)")
     for clients, row in result["concurrency"].items():
         lines.append(f"{clients:>3} clients: Lookup(64) {row['lookup64_ops']:.0f} ops/s, "
                      f"pipeline(64) {row['redis_pipeline64_ops']:.0f} ops/s")
