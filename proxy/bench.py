@@ -131,8 +131,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--requests", type=int, default=1000, help="sequential requests per path (latency)")
     p.add_argument("--concurrency", type=int, default=32)
     p.add_argument("--seconds", type=float, default=5.0, help="duration of each throughput run")
+    p.add_argument("--plot", metavar="FILE.png", help="also write a chart")
     args = p.parse_args(argv)
     result = run_bench(args.requests, args.concurrency, args.seconds)
+    if args.plot:
+        from eccache.bench.plot import plot_pairs
+
+        groups = {"p50 ms": (result["proxy_p50_ms"], result["direct_p50_ms"]),
+                  "p99 ms": (result["proxy_p99_ms"], result["direct_p99_ms"]),
+                  "req/s / 1000": (result["proxy_rps"] / 1000, result["direct_rps"] / 1000)}
+        result["plot"] = plot_pairs("EPD proxy vs the mock PD directly", "ms, or thousand req/s", groups,
+                                    ("through the proxy", "direct"), args.plot)
     if args.json:
         print(json.dumps(result))
     else:

@@ -117,6 +117,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--repeat", type=int, default=500)
     p.add_argument("--concurrency", nargs="*", type=int, default=[1, 8, 64])
     p.add_argument("--duration", type=float, default=2.0, help="seconds per concurrency level")
+    p.add_argument("--plot", metavar="FILE.png", help="also write a chart")
     args = p.parse_args(argv)
-    emit(run(args.redis_url, args.repeat, args.concurrency, args.duration), args.json, table)
+    result = run(args.redis_url, args.repeat, args.concurrency, args.duration)
+    if args.plot:
+        from eccache.bench.plot import plot_pairs
+
+        groups = {"1 id p50": (result["lookup1_p50_us"], result["redis_exists1_p50_us"]),
+                  "64 ids p50": (result["lookup64_p50_us"], result["redis_pipeline64_p50_us"]),
+                  "64 ids p99": (result["lookup64_p99_us"], result["redis_pipeline64_p99_us"])}
+        result["plot"] = plot_pairs("eccache Lookup vs redis-py on the same Redis", "microseconds", groups,
+                                    ("eccache Lookup (gRPC)", "redis-py EXISTS / pipeline"), args.plot)
+    emit(result, args.json, table)
     return 0

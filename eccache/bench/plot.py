@@ -59,3 +59,26 @@ def plot_transfer(result: dict[str, Any], path: str) -> str:
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return path
+
+
+def plot_pairs(title: str, unit: str, groups: dict[str, tuple[float, float]], labels: tuple[str, str],
+               path: str) -> str:
+    """Write a PNG of grouped bars: per group, eccache's value beside its same-run baseline."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(groups)
+    xs = range(len(names))
+    fig, ax = plt.subplots(figsize=(max(6, 2.2 * len(names)), 4))
+    ax.bar([x - 0.2 for x in xs], [groups[n][0] for n in names], width=0.4, label=labels[0])
+    ax.bar([x + 0.2 for x in xs], [groups[n][1] for n in names], width=0.4, label=labels[1])
+    ax.set_xticks(list(xs), names)
+    ax.set_ylabel(unit)
+    ax.set_title(title)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
