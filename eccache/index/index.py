@@ -1,7 +1,8 @@
 """Redis schema of eccache: entries, read leases, pool heartbeats and aliases.
 
 Every state change is one Lua script from `lua/` (atomic, single hash slot: Redis Cluster needs no
-schema change). Reads are pipelined HMGETs. Time comes from Redis (`TIME` inside scripts), so
+schema change). Reads of many entries are one read-only script (`lookup.lua`; on a Cluster it would be
+sent once per hash slot). Time comes from Redis (`TIME` inside scripts), so
 leases do not depend on the clocks of clients or servers. Redis failures surface as `Unavailable`.
 """
 

@@ -1,5 +1,6 @@
 -- lookup: read-only HMGET of many entries in one round trip (no state change).
--- KEYS[1..n] entry hashes (on Redis Cluster the index falls back to one HMGET per key)
+-- KEYS[1..n] entry hashes of several hash slots: fine on one Redis; a Redis Cluster client would send
+--            one call per slot (read-only, so no atomicity is lost; not implemented yet)
 -- ARGV[1..m] field names
 -- returns one array of m values per key
 local out = {}
