@@ -32,7 +32,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pd-convention", choices=[c.value for c in Convention], default="vllm",
                    help="E->P->D convention: vllm (P first) or layerwise (D first, metaserver)")
     p.add_argument("--eccache", default=None, metavar="HOST:PORT", help="eccache server (omit: all-miss)")
-    p.add_argument("--eccache-token", default=os.environ.get("ECCACHE_TOKEN"))
+    p.add_argument("--eccache-token", default=os.environ.get("ECCACHE_AUTH_TOKEN"),
+                   help="bearer token of the eccache servers [ECCACHE_AUTH_TOKEN, as for eccache serve]")
     p.add_argument("--namespace", default=None, help="fixed eccache namespace (default: resolve model alias)")
     p.add_argument("--tenant-keys", default=None, metavar="FILE", help="JSON {api_key: {tenant, secret?}}")
     p.add_argument("--tenant-header", default=None, help="trusted header naming the tenant")
