@@ -255,10 +255,6 @@ class Index:
         return _s(self._r.get(alias_key(alias))) or None
 
     @_guarded
-    def ping(self) -> bool:
-        return bool(self._r.ping())
-
-    @_guarded
     def lease_held(self, key: EntryKey, lease_id: str) -> bool:
         """True while the read lease exists and has not expired (Redis time)."""
         score = self._r.zscore(key.leases, lease_id)

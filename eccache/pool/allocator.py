@@ -62,9 +62,6 @@ class BestFitAllocator:
     def rounded(self, nbytes: int) -> int:
         return max(self.align, -(-nbytes // self.align) * self.align)
 
-    def is_allocated(self, offset: int) -> bool:
-        return offset in self._used
-
     def allocated(self) -> dict[int, int]:
         return dict(self._used)
 

@@ -79,10 +79,6 @@ class Pool:
         """A view of a slot's bytes (inline transport only; Mooncake never goes through Python)."""
         return self.buffer[offset:offset + nbytes]
 
-    def owns(self, offset: int) -> bool:
-        with self._lock:
-            return offset in self._slots
-
     # ---- changes ------------------------------------------------------------------------------
     def allocate(self, key: EntryKey, nbytes: int) -> Block:
         """A slot for key, evicting least-recently-used unleased READY entries when full.
