@@ -28,8 +28,12 @@ from eccache.types import Acquired, EntryInfo, PutOutcome, ReserveOutcome
 from eccache.wire import OUTCOME_FROM_PB, acquired_from_pb, location_from_pb, ready_entries
 
 log = logging.getLogger(__name__)
+# gRPC's default reconnect backoff grows to 120 s: a client that saw its server down for a minute would
+# keep failing fast (every read a miss) for minutes after the server is back. A cache node is a
+# LAN neighbour, so reconnect attempts are cheap: capped at 1 s.
 CHANNEL_OPTIONS = [("grpc.max_receive_message_length", 8 << 20), ("grpc.max_send_message_length", 8 << 20),
-                   ("grpc.keepalive_time_ms", 30_000)]
+                   ("grpc.keepalive_time_ms", 30_000), ("grpc.initial_reconnect_backoff_ms", 100),
+                   ("grpc.min_reconnect_backoff_ms", 100), ("grpc.max_reconnect_backoff_ms", 1_000)]
 
 
 def checksum(data: np.ndarray | memoryview) -> int:

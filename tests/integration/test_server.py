@@ -186,6 +186,26 @@ def test_server_restart_turns_old_entries_into_misses(server_factory, redis_url:
         assert client.get("ns", "before").tobytes() == src.tobytes()
 
 
+def test_client_reconnects_within_a_second_of_a_long_outage(server_factory) -> None:
+    """gRPC's default reconnect backoff would keep this client failing (every read a miss) for ~6 s more."""
+    server = server_factory(transport="inline")
+    src = np.arange(1000, dtype=np.float32)
+    with Client(server.address, timeout_s=1) as client:
+        client.put("ns", "before", src)
+        server.stop(kill=True)
+        outage_end = time.monotonic() + 10
+        while time.monotonic() < outage_end:  # reads during the outage grow the channel's backoff
+            assert client.lookup("ns", ["before"]) == [False]
+            time.sleep(0.2)
+        errors_in_outage = client.counters["lookup_errors"]
+        assert errors_in_outage > 10
+        server.start()
+        time.sleep(1.5)  # the capped backoff (1 s) has passed: the next read must reach the server
+        assert client.put("ns", "after", src) is PutOutcome.STORED
+        assert client.get("ns", "after").tobytes() == src.tobytes()
+        assert client.counters["lookup_errors"] == errors_in_outage
+
+
 def test_sigterm_shuts_down_cleanly_and_retires_the_pool(server_factory) -> None:
     a = server_factory(transport="mooncake")
     b = server_factory(transport="mooncake")
