@@ -182,6 +182,9 @@ class ECCacheScheduler:
     def _resolve(self, identifiers: list[str]) -> None:
         """Resolver thread: one Acquire for the batch, then a verifying read of each present entry."""
         self.counters.add("lookups", len(identifiers))
+        # a miss is as old as the lookup, not its answer: a request that arrived while the lookup was in
+        # flight may have been sent after the entry was published, so it must not trust this miss
+        looked_at = time.time()
         try:
             acquired: list[Acquired | None] = self._pool.call(
                 lambda c: c.acquire(self.namespace, identifiers, lease_ms=self._config.lease_ms)
@@ -196,7 +199,7 @@ class ECCacheScheduler:
                 self._release([acq])
                 acq = None
             self.counters.add("hits" if acq is not None else "misses")
-            results.append(Resolution(identifier, acq, time.time()))
+            results.append(Resolution(identifier, acq, looked_at))
         with self._lock:
             for resolution in results:
                 self._inflight.pop(resolution.identifier, None)

@@ -356,6 +356,37 @@ def test_a_miss_is_not_trusted_by_a_request_that_arrives_after_it(vllm_config_fa
     assert torch.equal(schedule_and_load(consumer_s, consumer_w, retry)[identifier], embedding)
 
 
+def test_a_miss_is_not_trusted_by_a_request_that_arrived_while_it_was_looked_up(vllm_config_factory, connectors,
+                                                                                 server) -> None:
+    import threading
+
+    producer_s, producer_w = connectors(vllm_config_factory("a", "ec_producer", {"server": server}))
+    consumer_s, consumer_w = connectors(vllm_config_factory("a", "ec_consumer", {"server": server,
+                                                                                "timeout_ms": 20_000}))
+    pool = consumer_s.scheduler._pool
+    real_call, looked_up, answer = pool.call, threading.Event(), threading.Event()
+
+    def slow_call(fn):  # the first lookup reads the index at once, its answer is held back
+        result = real_call(fn)
+        looked_up.set()
+        answer.wait(10)
+        return result
+
+    pool.call = slow_call
+    identifier = _id()
+    first = make_request("first", identifier, with_media=False)
+    assert not consumer_s.ensure_cache_available(first, 0)  # deferred: the lookup is in flight
+    assert looked_up.wait(10)
+    embedding = _embedding(seed=11)
+    produce(producer_s, producer_w, make_request("p", identifier), embedding)
+    assert producer_w.worker.wait_for_saves()
+    second = make_request("second", identifier, with_media=False)  # sent after the entry was published
+    pool.call = real_call
+    answer.set()  # the stale miss lands now, after `second` arrived
+    assert resolve(consumer_s, second) and consumer_s.has_cache_item(identifier)
+    assert torch.equal(schedule_and_load(consumer_s, consumer_w, second)[identifier], embedding)
+
+
 def test_item_loaded_in_an_earlier_chunk_is_not_resolved_again(vllm_config_factory, connectors, server) -> None:
     producer_s, producer_w = connectors(vllm_config_factory("a", "ec_producer", {"server": server}))
     consumer_s, consumer_w = connectors(vllm_config_factory("a", "ec_consumer", {"server": server}))
