@@ -2,19 +2,22 @@
 
 ``post_json`` reads a whole answer; ``open_stream`` returns once the first body bytes arrived (so a caller
 can still retry elsewhere: nothing has reached the client yet) and then yields further chunks with an idle
-limit. Failures become ``UpstreamError`` (retryable: connection errors, timeouts, 5xx, 408/429) or
-``UpstreamRejected`` (other 4xx: the client's fault, passed through, never retried).
+limit. Failures become ``UpstreamError`` (retryable: connection errors, timeouts, 5xx, 408/429),
+``UpstreamRejected`` (other 4xx: the client's fault, passed through, never retried) or
+``UpstreamFailedRequest`` (a stream that opened with an error event, see ``proxy.sse``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 import aiohttp
 
-from proxy.errors import UpstreamError, UpstreamRejected, UpstreamTimeout
+from proxy.errors import UpstreamError, UpstreamFailedRequest, UpstreamRejected, UpstreamTimeout
+from proxy.sse import Opening, classify_opening
 
 _JSON_HEADERS = {"Content-Type": "application/json"}
 _MAX_ERROR_BODY = 64 * 1024
@@ -90,8 +93,11 @@ class Backends:
         return aiohttp.ClientTimeout(total=total_s, connect=self._connect_s, sock_read=read_s)
 
     async def open_stream(self, url: str, path: str, payload: bytes, *, first_byte_s: float, idle_s: float,
-                          headers: dict[str, str] | None = None) -> UpstreamStream:
+                          headers: dict[str, str] | None = None, hold_opening: bool = False) -> UpstreamStream:
         """POST ``payload`` and wait for the status and the first body bytes (≤ first_byte_s).
+
+        ``hold_opening``: for an event stream, wait (same deadline) until an event carries output, so a
+        stream that opens with an error raises instead of reaching the client.
 
         Raises:
             UpstreamError / UpstreamTimeout / UpstreamRejected (see module doc).
@@ -107,7 +113,10 @@ class Backends:
                 if r.status != 200:
                     body = await r.content.read(_MAX_ERROR_BODY)
                     raise _status_error(url, r.status, body)
-                return r, await r.content.readany()
+                first = await r.content.readany()
+                if hold_opening and r.headers.get("Content-Type", "").startswith("text/event-stream"):
+                    first = await _read_opening(url, r, first)
+                return r, first
 
             r, first = await asyncio.wait_for(_start(), first_byte_s)
         except asyncio.TimeoutError as exc:
@@ -159,3 +168,22 @@ class Backends:
         sessions, self._sessions = list(self._sessions.values()), {}
         for sess in sessions:
             await sess.close()
+
+
+async def _read_opening(url: str, r: aiohttp.ClientResponse, first: bytes) -> bytes:
+    """Reads on until the stream's events carry output; raises UpstreamFailedRequest on an opening error."""
+    state = classify_opening(first)
+    while state.kind is Opening.INCOMPLETE:
+        more = await r.content.readany()
+        if not more:
+            break  # ended without output: passed on as it is
+        first += more
+        state = classify_opening(first)
+    if state.kind is Opening.ERROR:
+        error = state.error or {}
+        code = error.get("code")
+        status = code if isinstance(code, int) and 400 <= code < 600 else 500
+        message = str(error.get("message") or "error event")[:500]
+        raise UpstreamFailedRequest(f"{url} failed the request before any output: {message}", status=status,
+                                    body=json.dumps({"error": error}).encode())
+    return first

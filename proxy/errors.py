@@ -85,6 +85,17 @@ class UpstreamTimeout(UpstreamError):
     error_type = "timeout_error"
 
 
+class UpstreamFailedRequest(UpstreamError):
+    """A backend accepted a streamed request and failed it before any output (an SSE error event).
+
+    Not the instance's fault (it is up and answering) and not worth another instance: the caller decides
+    (e.g. re-sends a metadata-only request with its media).
+    """
+
+    def __init__(self, message: str, *, status: int, body: bytes) -> None:
+        super().__init__(message, retryable=False, status=status, body=body)
+
+
 class UpstreamRejected(UpstreamError):
     """A backend answered 4xx: the request itself is wrong; passed through to the client, never retried."""
 

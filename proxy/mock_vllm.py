@@ -4,12 +4,13 @@ They behave like vLLM with an EC connector, closely enough for the proxy's tests
 - E computes a deterministic embedding from the image bytes (CPU work proportional to pixels), writes it
   to the store (eccache ``Client``) under the part's ``uuid`` with msgpack metadata, and answers with
   vLLM-like ``ec_transfer_params``.
-- PD / P read embeddings: a metadata-only ``image_embeds`` part must be in the store (else HTTP 400 before
-  any byte); an ``image_url`` part is loaded from the store by uuid or encoded locally.
+- PD / P read embeddings: a metadata-only ``image_embeds`` part must be in the store, else the request
+  fails the way vLLM fails it (HTTP 500, or a streamed error event after the role chunk); an
+  ``image_url`` part is loaded from the store by uuid or encoded locally.
 - Output tokens derive deterministically from the prompt and the embeddings (the "prompt digest").
 - P and D follow both E → P → D conventions; the layerwise D calls the proxy's metaserver back.
 - ``GET /counters`` counts requests; ``POST /control`` injects faults (unhealthy, 5xx, crash before the
-  first byte, crash after N chunks, delay).
+  first byte, crash after N chunks, delay, an engine error as vLLM reports it).
 
 Run one: ``python -m proxy.mock_vllm --role pd --port 0 [--eccache H:P] --namespace NS --model tiny``.
 """
@@ -144,6 +145,8 @@ class MockVllm:
                 return web.Response(status=500)
             body = await request.json()
             chat = request.path.endswith("/chat/completions")
+            if self._take_fault("generation_error"):
+                return await self._fail_generation(request, body, chat)
             role = self.config.role
             if role == "encode":
                 return await self._encode(body)
@@ -152,6 +155,8 @@ class MockVllm:
             if role == "decode":
                 return await self._decode(request, body, chat)
             digest = await self._digest(body, chat)
+            if isinstance(digest, _MetadataMiss):
+                return await self._fail_generation(request, body, chat)
             if isinstance(digest, web.Response):
                 return digest
             return await self._generate(request, body, digest, chat)
@@ -178,7 +183,7 @@ class MockVllm:
             "ec_transfer_params": ec,
         })
 
-    async def _digest(self, body: dict[str, Any], chat: bool) -> bytes | web.Response:
+    async def _digest(self, body: dict[str, Any], chat: bool) -> bytes | web.Response | _MetadataMiss:
         """Digest of prompt text + embeddings (the state a prefill would leave in the KV cache)."""
         h = blake3(self.config.model.encode())
         if not chat:
@@ -196,9 +201,9 @@ class MockVllm:
                 elif kind == "image_embeds":
                     self.counters["metadata_only_parts"] += 1
                     emb = await self._load(part.get("uuid"))
-                    if emb is None:
+                    if emb is None:  # vLLM + ECCacheConnector fails the request (FINISHED_ERROR)
                         self.counters["metadata_only_misses"] += 1
-                        return _error(400, f"no cached embedding for uuid {part.get('uuid')!r}")
+                        return _MetadataMiss(str(part.get("uuid")))
                     h.update(emb.tobytes())
                 elif kind == "image_url":
                     url = part["image_url"]["url"] if isinstance(part["image_url"], dict) else part["image_url"]
@@ -210,6 +215,20 @@ class MockVllm:
                                                          width=self.config.width)
                     h.update(emb.tobytes())
         return h.digest()
+
+    async def _fail_generation(self, request: web.Request, body: dict[str, Any], chat: bool) -> web.StreamResponse:
+        """What vLLM answers for a request its engine finished with an error: HTTP 500 when not streamed;
+        when streamed, HTTP 200, the role chunk, then an error event."""
+        if not body.get("stream"):
+            return web.json_response(_GENERATION_ERROR, status=500)
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
+        await resp.prepare(request)
+        events = [_role_chunk(self.config.model, f"cmpl-{time.monotonic_ns()}")] if chat else []
+        for event in (*events, _GENERATION_ERROR):
+            await resp.write(b"data: " + json.dumps(event).encode() + b"\n\n")
+        await resp.write(b"data: [DONE]\n\n")
+        await resp.write_eof()
+        return resp
 
     async def _load(self, uuid: Any) -> np.ndarray | None:
         if not isinstance(uuid, str) or self.store is None:
@@ -229,6 +248,8 @@ class MockVllm:
         if self.config.convention == "layerwise" and not kv.get("remote_host"):
             return _error(400, "layerwise prefill expects D's parameters (remote_host)")
         digest = await self._digest(body, chat)
+        if isinstance(digest, _MetadataMiss):
+            return web.json_response(_GENERATION_ERROR, status=500)
         if isinstance(digest, web.Response):
             return digest
         self.counters["prefills"] += 1
@@ -275,6 +296,8 @@ class MockVllm:
         await resp.prepare(request)
         die_after = self._take_fault("die_after_chunks")
         cid = f"cmpl-{time.monotonic_ns()}"
+        if chat:  # vLLM opens a chat stream with a role-only chunk
+            await resp.write(b"data: " + json.dumps(_role_chunk(self.config.model, cid)).encode() + b"\n\n")
         events = [_chunk(self.config.model, chat, cid, tok, None) for tok in toks]
         events.append(_chunk(self.config.model, chat, cid, "", "length"))
         for n, event in enumerate(events):
@@ -290,6 +313,15 @@ class MockVllm:
         await resp.write_eof()
         self.counters["completed_streams"] += 1
         return resp
+
+
+_GENERATION_ERROR = {"error": {"message": "Internal server error", "type": "InternalServerError", "param": None,
+                               "code": 500}}
+
+
+@dataclass(frozen=True)
+class _MetadataMiss:
+    uuid: str
 
 
 def _image_parts(body: dict[str, Any]) -> list[tuple[dict[str, Any], bytes | None]]:
@@ -324,6 +356,12 @@ def _chunk(model: str, chat: bool, cid: str, tok: str, finish: str | None) -> di
                               if chat else {"index": 0, "text": tok, "finish_reason": finish})
     return {"id": cid, "object": "chat.completion.chunk" if chat else "text_completion", "created": 0,
             "model": model, "choices": [choice]}
+
+
+def _role_chunk(model: str, cid: str) -> dict[str, Any]:
+    chunk = _chunk(model, True, cid, "", None)
+    chunk["choices"][0]["delta"]["role"] = "assistant"
+    return chunk
 
 
 @dataclass(eq=False)

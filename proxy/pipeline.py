@@ -21,7 +21,7 @@ from proxy.backends import Backends, UpstreamStream
 from proxy.balancer import Balancer, Instance, Lease, Role
 from proxy.cache import CacheView
 from proxy.config import ProxyConfig
-from proxy.errors import NoInstanceAvailable, NotFound, UpstreamError, UpstreamRejected
+from proxy.errors import NoInstanceAvailable, NotFound, UpstreamError, UpstreamFailedRequest, UpstreamRejected
 from proxy.fetch import Media, MediaFetcher
 from proxy.identity import Tenant, TenantDirectory, content_hash, derive_uuid
 from proxy.imagesize import image_format
@@ -145,8 +145,8 @@ class ProxyCore:
                 done = True
                 pool.record_success(lease.instance)
                 return lease, result
-            except UpstreamRejected:
-                raise
+            except (UpstreamRejected, UpstreamFailedRequest):
+                raise  # the instance answered: the request failed, not the instance
             except UpstreamError as exc:
                 last = exc
                 tried.append(lease.instance)
@@ -378,7 +378,7 @@ class ProxyCore:
         async def call(inst: Instance) -> UpstreamStream:
             payload = payload_for(inst)
             return await self.backends.open_stream(inst.url, route, payload, first_byte_s=t.first_byte_s,
-                                                   idle_s=t.idle_s,
+                                                   idle_s=t.idle_s, hold_opening=True,
                                                    headers=headers_for() if headers_for else None)
 
         return await self.attempt(role, tokens, call)

@@ -146,6 +146,40 @@ def test_metadata_only_request_refused_by_pd_is_resent_with_media() -> None:
     run(scenario())
 
 
+def test_streamed_metadata_only_request_failed_by_pd_is_resent_with_media() -> None:
+    """vLLM fails it after HTTP 200 and the role chunk: the proxy holds those, so the client never sees it."""
+    async def scenario() -> None:
+        proxy_store, pd_store = MemoryStore(), MemoryStore()
+        cache = CacheView(AsyncMemoryBackend(proxy_store))
+        async with harness(store=proxy_store, cache=cache, pd_store=pd_store) as h:
+            img = png_data_url(seed=32)
+            status, whole = await h.chat(chat_body(images=(img,)))  # the encoder publishes where PD can't see
+            assert status == 200, whole
+            status, text, raw = await h.stream_text(chat_body(images=(img,)))
+            assert status == 200, raw
+            assert text == whole["choices"][0]["message"]["content"] and b"error" not in raw
+            assert raw.count(b'"role"') == 1  # the refused stream's opening never reached the client
+            pd = h.pds[0].mock.counters
+            assert pd["metadata_only_misses"] == 2 and pd["local_encodes"] == 2
+            assert h.proxy.core.metrics.metadata_fallbacks._value.get() == 2
+            h.assert_idle()
+    run(scenario())
+
+
+def test_stream_failed_before_any_output_is_a_precise_error_and_keeps_the_instance() -> None:
+    async def scenario() -> None:
+        async with harness(pds=1) as h:
+            h.pds[0].mock.faults.update({"generation_error": True})
+            status, text, raw = await h.stream_text(chat_body())
+            assert status == 502 and text == ""
+            assert b"failed the request before any output: Internal server error" in raw
+            assert h.pds[0].mock.counters["requests"] == 1  # not retried: the instance answered
+            status, text, _ = await h.stream_text(chat_body())
+            assert status == 200 and text  # and it was not ejected
+            h.assert_idle()
+    run(scenario())
+
+
 def test_health_probes_eject_and_readmit() -> None:
     async def scenario() -> None:
         async with harness(pds=2, probes=True, probe_interval_s=0.05,

@@ -283,3 +283,38 @@ def test_deny_list_covers_shared_and_embedded_ipv4_addresses() -> None:
         assert is_denied_address(addr), addr
     for addr in ("8.8.8.8", "2606:4700::1", "1.1.1.1"):
         assert not is_denied_address(addr), addr
+
+
+def _events(*objs: object) -> bytes:
+    import json
+
+    return b"".join(b"data: " + (o if isinstance(o, bytes) else json.dumps(o).encode()) + b"\n\n" for o in objs)
+
+
+_ROLE = {"choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}]}
+_TOKEN = {"choices": [{"index": 0, "delta": {"content": " hi"}, "finish_reason": None}]}
+_ERROR = {"error": {"message": "Internal server error", "type": "InternalServerError", "code": 500}}
+
+
+def test_stream_opening_waits_past_the_role_chunk_and_reports_an_opening_error() -> None:
+    from proxy.sse import MAX_OPENING_BYTES, Opening, classify_opening
+
+    assert classify_opening(b"").kind is Opening.INCOMPLETE
+    assert classify_opening(_events(_ROLE)).kind is Opening.INCOMPLETE
+    assert classify_opening(_events(_ROLE)[:-1]).kind is Opening.INCOMPLETE  # partial event
+    assert classify_opening(b": keep-alive\n\n" + _events(_ROLE)).kind is Opening.INCOMPLETE
+    assert classify_opening(_events(_ROLE, _TOKEN)).kind is Opening.OUTPUT
+    assert classify_opening(_events(_ROLE, _TOKEN).replace(b"\n", b"\r\n")).kind is Opening.OUTPUT
+    state = classify_opening(_events(_ROLE, _ERROR, b"[DONE]"))
+    assert state.kind is Opening.ERROR and state.error == _ERROR["error"]
+    assert classify_opening(_events(_ROLE, _TOKEN, _ERROR)).kind is Opening.OUTPUT  # output came first
+    assert classify_opening(_events(b"[DONE]")).kind is Opening.OUTPUT
+    assert classify_opening(_events(b"not json")).kind is Opening.OUTPUT  # not ours to judge: passed on
+    finish = {"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}
+    assert classify_opening(_events(_ROLE, finish)).kind is Opening.OUTPUT
+    tool = {"choices": [{"index": 0, "delta": {"tool_calls": [{"index": 0}]}, "finish_reason": None}]}
+    assert classify_opening(_events(tool)).kind is Opening.OUTPUT
+    completion = {"choices": [{"index": 0, "text": "x", "finish_reason": None}]}
+    assert classify_opening(_events(completion)).kind is Opening.OUTPUT
+    assert classify_opening(_events({"choices": [], "usage": {"total_tokens": 3}})).kind is Opening.OUTPUT
+    assert classify_opening(b"data: " + b" " * (MAX_OPENING_BYTES + 1)).kind is Opening.OUTPUT
