@@ -197,6 +197,16 @@ def test_cache_server_down_still_answers_requests_with_the_image(deployment: Dep
         assert deployment.pd.healthy() and deployment.encoder.healthy()
     finally:
         deployment.cache.start()  # type: ignore[attr-defined]
+    # The fleet comes back by itself: within seconds the encoder publishes and PD loads again.
+    deadline = time.monotonic() + 15
+    _publish(deployment, "e2e-back")
+    while _entry(deployment, "e2e-back", wait_s=1) is None:
+        assert time.monotonic() < deadline, "the encoder did not publish again after the cache restarted"
+        _publish(deployment, "e2e-back")
+    while (answer := deployment.pd.chat(embeds_part("e2e-back")))[0] != 200:
+        assert time.monotonic() < deadline, f"PD did not load again after the cache restarted: {answer}"
+        time.sleep(0.2)
+    assert _content(answer[1]) == reference
 
 
 # ---- the whole stack: proxy in front of the real encoder and PD ------------------------------------------
@@ -278,6 +288,36 @@ def test_stack_cold_then_warm_image_skips_the_encoder_with_identical_answers(
     assert proxy.get("eccache_proxy_metadata_fallbacks_total", 0.0) == 0.0  # PD took metadata-only twice
     # PD loaded the embedding from eccache for the cold request (the warm one may hit its encoder cache)
     assert _metric_delta(deployment.pd, loads_before, "loads", 1) >= 1
+
+
+def test_stack_warm_entry_pd_cannot_load_is_resent_with_the_image(deployment: Deployment,
+                                                                  proxy_stack: ProxyStack) -> None:
+    """The proxy sees the entry READY, but its bytes are corrupt: vLLM fails the metadata-only request after
+    streaming the role chunk; the proxy holds that opening and re-sends the request with the image."""
+    import base64
+
+    import numpy as np
+
+    from eccache import Client
+    from eccache.placeholders import pack_placeholders
+    from proxy.identity import content_hash, derive_key, derive_uuid
+
+    reference = _reference(deployment, seed=9)
+    message = _image_message(9)
+    png = base64.b64decode(message[0]["image_url"]["url"].split(",", 1)[1])
+    uuid = derive_uuid(derive_key("eccache-proxy-default-secret"), deployment.namespace, content_hash(png))
+    with Client(deployment.cache_address) as client:
+        client.put(deployment.namespace, uuid, np.ones((4, 128), np.float32), pack_placeholders(
+            {"image_grid_thw": [1, 4, 4]}))
+    corrupt_entry(deployment.cache_address, deployment.namespace, uuid)
+    encoder_before = _requests_served(deployment.encoder)
+    pd_before = deployment.pd.metrics()
+    fallbacks_before = _proxy_counters(proxy_stack).get("eccache_proxy_metadata_fallbacks_total", 0.0)
+    assert _openai_stream(proxy_stack, message) == reference
+    assert _proxy_counters(proxy_stack)["eccache_proxy_metadata_fallbacks_total"] == fallbacks_before + 1
+    assert _metric_delta(deployment.pd, pd_before, "checksum_failures", 1) == 1
+    assert _metric_delta(deployment.pd, pd_before, "unavailable_requests", 1) == 1
+    assert _requests_served(deployment.encoder) == encoder_before  # the proxy took it for warm
 
 
 def test_stack_text_only_request_never_reaches_the_encoder(deployment: Deployment, proxy_stack: ProxyStack) -> None:
