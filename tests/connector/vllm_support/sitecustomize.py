@@ -7,6 +7,8 @@ Loaded automatically by Python when this folder is on PYTHONPATH (as `sitecustom
    module: that module name is redirected to transformers' PIL twin (`image_processing_pil_qwen2_vl`).
 2. The Qwen2-VL processors always load a torchvision video processor: they are made image-only, with a
    stub that exposes `valid_kwargs` (vLLM reads it) and raises if called.
+3. Older vLLM (0.23) imports the torchvision video processor class itself: its module is replaced by one
+   holding that stub.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from typing import Any
 
 _IMG = "transformers.models.qwen2_vl.image_processing_qwen2_vl"
 _PIL = "transformers.models.qwen2_vl.image_processing_pil_qwen2_vl"
+_VIDEO = "transformers.models.qwen2_vl.video_processing_qwen2_vl"
 _PROCS = {
     "transformers.models.qwen2_vl.processing_qwen2_vl": "Qwen2VLProcessor",
     "transformers.models.qwen2_5_vl.processing_qwen2_5_vl": "Qwen2_5_VLProcessor",
@@ -59,6 +62,16 @@ class _NoVideoProcessor(dict):  # type: ignore[type-arg]  # a dict so processor.
         raise RuntimeError("video input is unsupported: torchvision is not installed")
 
 
+class _VideoStubLoader(importlib.abc.Loader):
+    def create_module(self, spec: Any) -> Any:
+        mod = type(sys)(_VIDEO)
+        mod.Qwen2VLVideoProcessor = _NoVideoProcessor  # type: ignore[attr-defined]
+        return mod
+
+    def exec_module(self, module: Any) -> None:
+        pass
+
+
 def _patch_processor(mod: Any) -> None:
     processor = getattr(mod, _PROCS[mod.__name__])
     orig_attrs = processor.get_attributes.__func__
@@ -90,10 +103,12 @@ class _PatchLoader(importlib.abc.Loader):
 
 class _Finder(importlib.abc.MetaPathFinder):
     def find_spec(self, name: str, path: Any, target: Any = None) -> Any:
-        if (name != _IMG and name not in _PROCS) or not _no_torchvision():
+        if (name not in (_IMG, _VIDEO) and name not in _PROCS) or not _no_torchvision():
             return None
         if name == _IMG:
             return importlib.util.spec_from_loader(name, _AliasLoader())
+        if name == _VIDEO:
+            return importlib.util.spec_from_loader(name, _VideoStubLoader())
         for finder in sys.meta_path:
             if finder is self or not hasattr(finder, "find_spec"):
                 continue
