@@ -318,7 +318,8 @@ class ProxyCore:
                          ) -> tuple[Lease, UpstreamStream]:
         """Run the prefill step if any, then open the final (PD or D) response: first byte received."""
         try:
-            return await self._open_final(prep, route, prep.payload, prep.body)
+            return await self._open_final(prep, route, prep.payload, prep.body,
+                                          metadata_only=prep.fallback is not None)
         except UpstreamError as exc:
             if prep.fallback is None or not _is_rejection_or_error(exc):
                 raise
@@ -326,17 +327,21 @@ class ProxyCore:
         self.metrics.metadata_fallbacks.inc()
         return await self._open_final(prep, route, dumps(prep.fallback), prep.fallback)
 
-    async def _open_final(self, prep: Prepared, route: str, payload: bytes,
-                          body: Mapping[str, Any] | None) -> tuple[Lease, UpstreamStream]:
+    async def _open_final(self, prep: Prepared, route: str, payload: bytes, body: Mapping[str, Any] | None,
+                          *, metadata_only: bool = False) -> tuple[Lease, UpstreamStream]:
+        """``metadata_only``: an instance that answers with an error failed the request (its embedding could
+        not be loaded), it is not broken: no other instance is tried, none is ejected, the caller re-sends."""
         t = self.config.timeouts
         if prep.path in (Path.PD, Path.E_PD):
-            return await self._stream_from(Role.PD, prep.tokens, route, lambda inst: payload)
+            return await self._stream_from(Role.PD, prep.tokens, route, lambda inst: payload,
+                                           answered_error_is_final=metadata_only)
         assert body is not None
         if self.config.convention is Convention.VLLM:
             p_payload = dumps(build_prefill_body_vllm(body))
 
             async def prefill(inst: Instance) -> bytes:
-                return await self.backends.post_json(inst.url, route, p_payload, timeout_s=t.prefill_s)
+                return await _final_if_answered(
+                    self.backends.post_json(inst.url, route, p_payload, timeout_s=t.prefill_s), metadata_only)
 
             p_lease, p_data = await self.attempt(Role.PREFILL, prep.prefill_tokens, prefill)
             p_lease.release()
@@ -371,15 +376,16 @@ class ProxyCore:
                     self.pending.pop(rid, None)
 
     async def _stream_from(self, role: Role, tokens: int, route: str, payload_for: Callable[[Instance], bytes],
-                           headers_for: Callable[[], dict[str, str]] | None = None
-                           ) -> tuple[Lease, UpstreamStream]:
+                           headers_for: Callable[[], dict[str, str]] | None = None,
+                           answered_error_is_final: bool = False) -> tuple[Lease, UpstreamStream]:
         t = self.config.timeouts
 
         async def call(inst: Instance) -> UpstreamStream:
             payload = payload_for(inst)
-            return await self.backends.open_stream(inst.url, route, payload, first_byte_s=t.first_byte_s,
-                                                   idle_s=t.idle_s, hold_opening=True,
-                                                   headers=headers_for() if headers_for else None)
+            opened = self.backends.open_stream(inst.url, route, payload, first_byte_s=t.first_byte_s,
+                                               idle_s=t.idle_s, hold_opening=True,
+                                               headers=headers_for() if headers_for else None)
+            return await _final_if_answered(opened, answered_error_is_final)
 
         return await self.attempt(role, tokens, call)
 
@@ -414,6 +420,26 @@ def _mime_of(media: Media) -> str:
     if fmt is not None:
         return f"image/{fmt}"
     return media.mime if media.mime.startswith("image/") else "application/octet-stream"
+
+
+async def _final_if_answered(call: Awaitable[T], enabled: bool) -> T:
+    """Awaits ``call``; when ``enabled``, a 5xx carrying an OpenAI error body becomes UpstreamFailedRequest."""
+    try:
+        return await call
+    except UpstreamError as exc:
+        failed = _answered_failure(exc) if enabled else None
+        if failed is None:
+            raise
+        raise failed from exc
+
+
+def _answered_failure(exc: UpstreamError) -> UpstreamFailedRequest | None:
+    """The instance ran the request and failed it (HTTP 5xx with ``{"error": {...}}``), or None."""
+    if type(exc) is not UpstreamError or exc.status is None or exc.status < 500 or not exc.body:
+        return None
+    if not isinstance(_json_field(exc.body, "error"), dict):
+        return None
+    return UpstreamFailedRequest(exc.message, status=exc.status, body=exc.body)
 
 
 def _is_rejection_or_error(exc: UpstreamError) -> bool:

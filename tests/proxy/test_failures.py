@@ -146,6 +146,30 @@ def test_metadata_only_request_refused_by_pd_is_resent_with_media() -> None:
     run(scenario())
 
 
+@pytest.mark.parametrize("pd_topology", ["pd", "p_d"])
+def test_metadata_only_failure_is_not_retried_elsewhere_nor_ejects(pd_topology: str) -> None:
+    """A PD (or P) answering HTTP 500 for a metadata-only request could not load the embedding: it is not
+    broken. Trying other instances would fail the same way and eject healthy ones."""
+    async def scenario() -> None:
+        proxy_store, pd_store = MemoryStore(), MemoryStore()
+        cache = CacheView(AsyncMemoryBackend(proxy_store))
+        shape = {"pds": 2} if pd_topology == "pd" else {"pds": 0, "prefills": 2, "decodes": 1}
+        async with harness(store=proxy_store, cache=cache, pd_store=pd_store,
+                           health=HealthPolicy(eject_after=1, readmit_after=1), **shape) as h:
+            loaders = h.pds if pd_topology == "pd" else h.prefills
+            for seed in (41, 42, 43):
+                status, body = await h.chat(chat_body(images=(png_data_url(seed=seed),)))
+                assert status == 200, body
+            assert sum(m.mock.counters["metadata_only_misses"] for m in loaders) == 3
+            assert sum(m.mock.counters["local_encodes"] for m in loaders) == 3
+            assert h.counters(loaders) == 6  # one refusal and one re-send per request, nothing more
+            assert h.proxy.core.metrics.metadata_fallbacks._value.get() == 3
+            role = Role.PD if pd_topology == "pd" else Role.PREFILL
+            assert h.proxy.core.balancer.pool(role).healthy_count() == 2
+            h.assert_idle()
+    run(scenario())
+
+
 def test_streamed_metadata_only_request_failed_by_pd_is_resent_with_media() -> None:
     """vLLM fails it after HTTP 200 and the role chunk: the proxy holds those, so the client never sees it."""
     async def scenario() -> None:
