@@ -153,7 +153,7 @@ class ECCacheConnector(ECConnectorBase):
 
     def has_cache_item(self, identifier: str) -> bool:
         scheduler = self.scheduler
-        if not _HAS_ENSURE_HOOK:
+        if not compat.HAS_ENSURE_HOOK:
             scheduler.resolve_now([identifier])  # older vLLM: no deferral hook to resolve ahead
         return scheduler.has_cache_item(identifier)
 
@@ -204,5 +204,3 @@ class ECCacheConnector(ECConnectorBase):
             self._worker.shutdown()
         self._pool.close()
 
-
-_HAS_ENSURE_HOOK = compat.HAS_ENSURE_HOOK
