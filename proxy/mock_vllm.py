@@ -225,7 +225,7 @@ class MockVllm:
         await resp.prepare(request)
         events = [_role_chunk(self.config.model, f"cmpl-{time.monotonic_ns()}")] if chat else []
         for event in (*events, _GENERATION_ERROR):
-            await resp.write(b"data: " + json.dumps(event).encode() + b"\n\n")
+            await resp.write(_sse(event))
         await resp.write(b"data: [DONE]\n\n")
         await resp.write_eof()
         return resp
@@ -297,7 +297,7 @@ class MockVllm:
         die_after = self._take_fault("die_after_chunks")
         cid = f"cmpl-{time.monotonic_ns()}"
         if chat:  # vLLM opens a chat stream with a role-only chunk
-            await resp.write(b"data: " + json.dumps(_role_chunk(self.config.model, cid)).encode() + b"\n\n")
+            await resp.write(_sse(_role_chunk(self.config.model, cid)))
         events = [_chunk(self.config.model, chat, cid, tok, None) for tok in toks]
         events.append(_chunk(self.config.model, chat, cid, "", "length"))
         for n, event in enumerate(events):
@@ -306,7 +306,7 @@ class MockVllm:
                 assert request.transport is not None
                 request.transport.close()
                 return resp
-            await resp.write(b"data: " + json.dumps(event).encode() + b"\n\n")
+            await resp.write(_sse(event))
             if self.config.token_delay_s:
                 await asyncio.sleep(self.config.token_delay_s)
         await resp.write(b"data: [DONE]\n\n")
@@ -356,6 +356,10 @@ def _chunk(model: str, chat: bool, cid: str, tok: str, finish: str | None) -> di
                               if chat else {"index": 0, "text": tok, "finish_reason": finish})
     return {"id": cid, "object": "chat.completion.chunk" if chat else "text_completion", "created": 0,
             "model": model, "choices": [choice]}
+
+
+def _sse(event: dict[str, Any]) -> bytes:
+    return b"data: " + json.dumps(event).encode() + b"\n\n"
 
 
 def _role_chunk(model: str, cid: str) -> dict[str, Any]:
