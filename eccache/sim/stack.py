@@ -14,6 +14,7 @@ import shutil
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -101,13 +102,24 @@ def _start_proxies(stack: Stack, deadline: float) -> None:
     stack.proxy_nocache = "http://" + plain.wait_ready(deadline)
 
 
+@contextlib.contextmanager
+def _starting(stack: Stack) -> Iterator[None]:
+    """Times the start-up of ``stack``; a start that fails stops whatever it had started."""
+    t0 = time.monotonic()
+    try:
+        yield
+    except BaseException:
+        stack.close()
+        raise
+    stack.startup_s = time.monotonic() - t0
+
+
 def start_mock_stack(*, encoders: int = 2, pds: int = 2, pool_size: str = "512MiB",
                      transport: str | None = None, start_timeout_s: float = 60.0) -> Stack:
     """eccache serve + ``encoders`` mock encoders + ``pds`` mock PDs + both proxies, on free loopback ports."""
-    t0 = time.monotonic()
-    deadline = t0 + start_timeout_s
+    deadline = time.monotonic() + start_timeout_s
     stack = Stack("mock", transport or ("mooncake" if mooncake_available() else "inline"))
-    try:
+    with _starting(stack):
         _start_eccache(stack, pool_size, deadline)
         mocks = []
         for role, count in (("encode", encoders), ("pd", pds)):
@@ -118,10 +130,6 @@ def start_mock_stack(*, encoders: int = 2, pds: int = 2, pool_size: str = "512Mi
         for role, child in mocks:  # started together, awaited together
             (stack.encoders if role == "encode" else stack.pds).append("http://" + child.wait_ready(deadline))
         _start_proxies(stack, deadline)
-    except BaseException:
-        stack.close()
-        raise
-    stack.startup_s = time.monotonic() - t0
     return stack
 
 
@@ -134,11 +142,10 @@ def start_vllm_stack(*, pool_size: str = "512MiB", transport: str | None = None,
     from tests.connector.vllm_support.servers import VllmServer, ec_config
     from tests.connector.vllm_support.tiny_model import build_tiny_qwen2vl
 
-    t0 = time.monotonic()
-    deadline = t0 + start_timeout_s
+    deadline = time.monotonic() + start_timeout_s
     stack = Stack("vllm", transport or ("mooncake" if mooncake_available() else "inline"))
     stack.scratch = tempfile.mkdtemp(prefix="eccache-demo-vllm-")
-    try:
+    with _starting(stack):
         _start_eccache(stack, pool_size, deadline)
         model = build_tiny_qwen2vl(os.path.join(stack.scratch, "model"))
         extra = {"server": stack.eccache, "transport": stack.transport, "timeout_ms": 2000}
@@ -152,8 +159,4 @@ def start_vllm_stack(*, pool_size: str = "512MiB", transport: str | None = None,
         stack.encoders.append(encoder.url)
         stack.pds.append(pd.url)
         _start_proxies(stack, deadline)
-    except BaseException:
-        stack.close()
-        raise
-    stack.startup_s = time.monotonic() - t0
     return stack
