@@ -114,6 +114,14 @@ def produce(producer_scheduler: Any, producer_worker: Any, request: Any, embeddi
     producer_worker.clear_connector_metadata()
 
 
+def publish(producer_scheduler: Any, producer_worker: Any, identifier: str, embedding: torch.Tensor, *,
+            request_id: str = "p", num_embeds: int = 4) -> None:
+    """`produce` for a fresh request, then waits until the entry is stored."""
+    produce(producer_scheduler, producer_worker, make_request(request_id, identifier, num_embeds=num_embeds),
+            embedding)
+    assert producer_worker.worker.wait_for_saves(), "the producer's save did not finish"
+
+
 def corrupt_entry(address: str, namespace: str, identifier: str) -> None:
     """Overwrites the first bytes of an entry in the server's pool with a one-sided Mooncake write."""
     from eccache import Client

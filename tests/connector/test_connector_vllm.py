@@ -29,6 +29,7 @@ from tests.connector.helpers import (
     make_request,
     needs_vllm,
     produce,
+    publish,
     report_worker_meta,
     resolve,
     schedule_and_load,
@@ -86,8 +87,7 @@ def test_producer_saves_and_consumer_loads_bit_exact_in_process(vllm_config_fact
     consumer_s, consumer_w = connectors(vllm_config_factory("a", "ec_consumer", {"server": server}))
     identifier = _id()
     embedding = _embedding()
-    produce(producer_s, producer_w, make_request("p-1", identifier), embedding)
-    assert producer_w.worker.wait_for_saves()
+    publish(producer_s, producer_w, identifier, embedding, request_id="p-1")
     assert producer_w.counters["saves"] == 1
 
     with Client(server) as client:
@@ -112,8 +112,7 @@ def test_producer_stores_and_reports_placeholder_metadata(vllm_config_factory, c
                "no declaration of which fields size an item's placeholder")
     producer_s, producer_w = connectors(vllm_config_factory("a", "ec_producer", {"server": server}))
     identifier = _id()
-    produce(producer_s, producer_w, make_request("p-1", identifier), _embedding())
-    assert producer_w.worker.wait_for_saves()
+    publish(producer_s, producer_w, identifier, _embedding(), request_id="p-1")
     with Client(server) as client:
         info = client.lookup_entries(producer_s.namespace, [identifier])[0]
     assert info is not None and unpack_placeholders(info.metadata) == {"image_grid_thw": [1, 4, 4]}
@@ -128,8 +127,7 @@ def test_duplicate_save_moves_no_bytes(vllm_config_factory, connectors, server) 
     producer_s, producer_w = connectors(vllm_config_factory("a", "ec_producer", {"server": server}))
     identifier = _id()
     for _ in range(2):
-        produce(producer_s, producer_w, make_request("p", identifier), _embedding())
-        assert producer_w.worker.wait_for_saves()
+        publish(producer_s, producer_w, identifier, _embedding())
     assert producer_w.counters["saves"] == 1 and producer_w.counters["saves_existing"] == 1
 
 
@@ -138,8 +136,7 @@ def test_consumer_in_another_process_loads_bit_exact(vllm_config_factory, connec
     producer_s, producer_w = connectors(vllm_config_factory("a", "ec_producer", {"server": server}))
     identifier = _id()
     embedding = _embedding(seed=7)
-    produce(producer_s, producer_w, make_request("p-1", identifier), embedding)
-    assert producer_w.worker.wait_for_saves()
+    publish(producer_s, producer_w, identifier, embedding, request_id="p-1")
 
     out = str(tmp_path / "loaded.pt")
     proc = subprocess.run([sys.executable, "-m", "tests.connector.consumer_proc", tiny_models["a"], server,
@@ -158,8 +155,7 @@ def test_two_models_never_share_entries(vllm_config_factory, connectors, server)
     other_s, _ = connectors(vllm_config_factory("b", "ec_consumer", {"server": server}))
     same_s, _ = connectors(vllm_config_factory("a", "ec_consumer", {"server": server}))
     identifier = _id()
-    produce(producer_s, producer_w, make_request("p", identifier), _embedding())
-    assert producer_w.worker.wait_for_saves()
+    publish(producer_s, producer_w, identifier, _embedding())
     assert other_s.namespace != producer_s.namespace
     assert resolve(other_s, make_request("o", identifier)) and not other_s.has_cache_item(identifier)
     assert resolve(same_s, make_request("s", identifier)) and same_s.has_cache_item(identifier)
@@ -221,8 +217,7 @@ def test_corrupted_before_resolve_is_a_miss_and_dropped(vllm_config_factory, con
     producer_s, producer_w = connectors(vllm_config_factory("a", "ec_producer", {"server": server}))
     consumer_s, _ = connectors(vllm_config_factory("a", "ec_consumer", {"server": server}))
     identifier = _id()
-    produce(producer_s, producer_w, make_request("p", identifier), _embedding())
-    assert producer_w.worker.wait_for_saves()
+    publish(producer_s, producer_w, identifier, _embedding())
     corrupt_entry(server, producer_s.namespace, identifier)
     request = make_request("r", identifier)  # carries the image: it is encoded locally
     assert resolve(consumer_s, request)
@@ -237,8 +232,7 @@ def _load_corrupted_after_scheduling(vllm_config_factory, connectors, server) ->
     producer_s, producer_w = connectors(vllm_config_factory("a", "ec_producer", {"server": server}))
     consumer_s, consumer_w = connectors(vllm_config_factory("a", "ec_consumer", {"server": server}))
     identifier = _id()
-    produce(producer_s, producer_w, make_request("p", identifier), _embedding())
-    assert producer_w.worker.wait_for_saves()
+    publish(producer_s, producer_w, identifier, _embedding())
     request = make_request("r", identifier, with_media=False)
     assert resolve(consumer_s, request) and consumer_s.has_cache_item(identifier)
     consumer_s.update_state_after_alloc(request, 0)
@@ -282,8 +276,7 @@ def test_evicted_between_schedule_and_load_is_prevented_by_the_read_lease(vllm_c
     identifier = _id()
     embedding = _embedding(rows=1024, width=128, seed=3)  # 512 KiB: a quarter of the pool
     request = make_request("r", identifier, num_embeds=1024, with_media=False)
-    produce(producer_s, producer_w, make_request("p", identifier, num_embeds=1024), embedding)
-    assert producer_w.worker.wait_for_saves()
+    publish(producer_s, producer_w, identifier, embedding, num_embeds=1024)
     assert resolve(consumer_s, request) and consumer_s.has_cache_item(identifier)
     consumer_s.update_state_after_alloc(request, 0)
     meta = consumer_s.build_connector_meta(None)
@@ -317,8 +310,7 @@ def test_entry_deleted_between_schedule_and_load_never_serves_wrong_data(vllm_co
     consumer_s, consumer_w = connectors(vllm_config_factory("a", "ec_consumer", {"server": server}))
     identifier = _id()
     embedding = _embedding(seed=4)
-    produce(producer_s, producer_w, make_request("p", identifier), embedding)
-    assert producer_w.worker.wait_for_saves()
+    publish(producer_s, producer_w, identifier, embedding)
     request = make_request("r", identifier, with_media=False)
     assert resolve(consumer_s, request)
     consumer_s.update_state_after_alloc(request, 0)
@@ -374,8 +366,7 @@ def test_stats_reach_the_scheduler_and_prometheus(vllm_config_factory, connector
     producer_s, producer_w = connectors(vllm_config_factory("a", "ec_producer", {"server": server}))
     consumer_s, consumer_w = connectors(vllm_config_factory("a", "ec_consumer", {"server": server}))
     identifier = _id()
-    produce(producer_s, producer_w, make_request("p", identifier), _embedding())
-    assert producer_w.worker.wait_for_saves()
+    publish(producer_s, producer_w, identifier, _embedding())
     request = make_request("r", identifier, with_media=False)
     assert resolve(consumer_s, request)
     schedule_and_load(consumer_s, consumer_w, request)
@@ -406,8 +397,7 @@ def test_a_miss_is_not_trusted_by_a_request_that_arrives_after_it(vllm_config_fa
     assert not resolve(consumer_s, first)  # nothing published yet: failed cleanly
     assert consumer_s.take_unavailable_requests() == {"first"}
     embedding = _embedding(seed=9)
-    produce(producer_s, producer_w, make_request("p", identifier), embedding)
-    assert producer_w.worker.wait_for_saves()
+    publish(producer_s, producer_w, identifier, embedding)
     retry = make_request("retry", identifier, with_media=False)  # the proxy's retry, arriving later
     assert resolve(consumer_s, retry) and consumer_s.has_cache_item(identifier)
     assert torch.equal(schedule_and_load(consumer_s, consumer_w, retry)[identifier], embedding)
@@ -435,8 +425,7 @@ def test_a_miss_is_not_trusted_by_a_request_that_arrived_while_it_was_looked_up(
     assert not consumer_s.ensure_cache_available(first, 0)  # deferred: the lookup is in flight
     assert looked_up.wait(10)
     embedding = _embedding(seed=11)
-    produce(producer_s, producer_w, make_request("p", identifier), embedding)
-    assert producer_w.worker.wait_for_saves()
+    publish(producer_s, producer_w, identifier, embedding)
     second = make_request("second", identifier, with_media=False)  # sent after the entry was published
     pool.call = real_call
     answer.set()  # the stale miss lands now, after `second` arrived
@@ -448,8 +437,7 @@ def test_item_loaded_in_an_earlier_chunk_is_not_resolved_again(vllm_config_facto
     producer_s, producer_w = connectors(vllm_config_factory("a", "ec_producer", {"server": server}))
     consumer_s, consumer_w = connectors(vllm_config_factory("a", "ec_consumer", {"server": server}))
     identifier = _id()
-    produce(producer_s, producer_w, make_request("p", identifier), _embedding())
-    assert producer_w.worker.wait_for_saves()
+    publish(producer_s, producer_w, identifier, _embedding())
     request = make_request("chunked", identifier, with_media=False)
     assert resolve(consumer_s, request)
     schedule_and_load(consumer_s, consumer_w, request)
@@ -470,8 +458,7 @@ def test_worker_in_the_scheduler_process_takes_the_verified_bytes(vllm_config_fa
     consumer_s, consumer_w = connectors(config)
     identifier = _id()
     embedding = _embedding(seed=11)
-    produce(producer_s, producer_w, make_request("p", identifier), embedding)
-    assert producer_w.worker.wait_for_saves()
+    publish(producer_s, producer_w, identifier, embedding)
     request = make_request("r", identifier, with_media=False)
     assert resolve(consumer_s, request)
     loaded = schedule_and_load(consumer_s, consumer_w, request)
@@ -491,8 +478,7 @@ def test_worker_in_another_process_copies_the_verified_bytes_from_shared_memory(
     assert consumer_s._vllm_config.parallel_config.distributed_executor_backend == "mp"
     identifier = _id()
     embedding = _embedding(seed=12)
-    produce(producer_s, producer_w, make_request("p", identifier), embedding)
-    assert producer_w.worker.wait_for_saves()
+    publish(producer_s, producer_w, identifier, embedding)
     request = make_request("r", identifier, with_media=False)
     assert resolve(consumer_s, request)
     consumer_s.update_state_after_alloc(request, 0)
@@ -518,8 +504,7 @@ def test_a_finished_request_is_cleaned_up_even_without_request_finished(vllm_con
     producer_s, producer_w = connectors(vllm_config_factory("a", "ec_producer", {"server": server}))
     consumer_s, consumer_w = connectors(vllm_config_factory("a", "ec_consumer", {"server": server}))
     identifier = _id()
-    produce(producer_s, producer_w, make_request("p", identifier), _embedding(seed=14))
-    assert producer_w.worker.wait_for_saves()
+    publish(producer_s, producer_w, identifier, _embedding(seed=14))
     request = make_request("r", identifier, with_media=False)
     assert resolve(consumer_s, request)
     consumer_s.update_state_after_alloc(request, 0)
@@ -535,15 +520,12 @@ def test_a_finished_request_is_cleaned_up_even_without_request_finished(vllm_con
 
 def test_without_the_deferral_hook_has_cache_item_resolves_itself(vllm_config_factory, connectors, server,
                                                                    monkeypatch) -> None:
-    import connector.eccache_connector as module
-
-    monkeypatch.setattr(module, "_HAS_ENSURE_HOOK", False)  # vLLM before ensure_cache_available
+    monkeypatch.setattr(compat, "HAS_ENSURE_HOOK", False)  # vLLM before ensure_cache_available
     producer_s, producer_w = connectors(vllm_config_factory("a", "ec_producer", {"server": server}))
     consumer_s, consumer_w = connectors(vllm_config_factory("a", "ec_consumer", {"server": server}))
     identifier = _id()
     embedding = _embedding(seed=13)
-    produce(producer_s, producer_w, make_request("p", identifier), embedding)
-    assert producer_w.worker.wait_for_saves()
+    publish(producer_s, producer_w, identifier, embedding)
     assert not consumer_s.has_cache_item(_id())
     assert consumer_s.has_cache_item(identifier)
     loaded = schedule_and_load(consumer_s, consumer_w, make_request("r", identifier, with_media=False))

@@ -11,7 +11,7 @@ distinct uuids so they do not depend on each other's order.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import pytest
@@ -125,24 +125,17 @@ def test_encoder_publishes_its_embedding_with_placeholder_metadata(deployment: D
     assert unpack_placeholders(info.metadata) == {"image_grid_thw": [1, 4, 4]}  # type: ignore[attr-defined]
 
 
-def test_pd_answers_metadata_only_request_from_the_cache(deployment: Deployment) -> None:
+@pytest.mark.parametrize(("uuid", "part_for"), [
+    ("e2e-load", embeds_part),  # metadata-only: PD answers from the cache
+    ("e2e-warm", image_part),  # with the image: PD loads instead of encoding
+])
+def test_pd_loads_a_published_embedding_instead_of_encoding(deployment: Deployment, uuid: str,
+                                                             part_for: Callable[[str], dict]) -> None:
     reference = _reference(deployment)
-    _publish(deployment, "e2e-load")
-    assert _entry(deployment, "e2e-load") is not None
+    _publish(deployment, uuid)
+    assert _entry(deployment, uuid) is not None
     before = deployment.pd.metrics()
-    status, body = deployment.pd.chat(embeds_part("e2e-load"))
-    assert status == 200, body
-    assert _content(body) == reference
-    assert _metric_delta(deployment.pd, before, "loads", 1) == 1
-    assert deployment.pd.metrics().get("misses", 0) == before.get("misses", 0)
-
-
-def test_pd_loads_instead_of_encoding_when_the_image_is_warm(deployment: Deployment) -> None:
-    reference = _reference(deployment)
-    _publish(deployment, "e2e-warm")
-    assert _entry(deployment, "e2e-warm") is not None
-    before = deployment.pd.metrics()
-    status, body = deployment.pd.chat(image_part("e2e-warm"))
+    status, body = deployment.pd.chat(part_for(uuid))
     assert status == 200, body
     assert _content(body) == reference
     assert _metric_delta(deployment.pd, before, "loads", 1) == 1
