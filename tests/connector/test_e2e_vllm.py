@@ -105,6 +105,14 @@ def _entry(d: Deployment, uuid: str, wait_s: float = 10.0) -> object:
             time.sleep(0.05)
 
 
+def _publish_corrupted(d: Deployment, uuid: str) -> dict[str, float]:
+    """Publishes `uuid` through the encoder, corrupts its bytes in the pool; returns PD's counters then."""
+    _publish(d, uuid)
+    assert _entry(d, uuid) is not None
+    corrupt_entry(d.cache_address, d.namespace, uuid)
+    return d.pd.metrics()
+
+
 def _metric_delta(server: VllmServer, before: dict[str, float], name: str, expect: float,
                   wait_s: float = 10.0) -> float:
     deadline = time.monotonic() + wait_s
@@ -144,10 +152,7 @@ def test_pd_loads_a_published_embedding_instead_of_encoding(deployment: Deployme
 
 def test_corrupted_entry_is_never_served_to_a_request_with_the_image(deployment: Deployment) -> None:
     reference = _reference(deployment)
-    _publish(deployment, "e2e-corrupt-image")
-    assert _entry(deployment, "e2e-corrupt-image") is not None
-    corrupt_entry(deployment.cache_address, deployment.namespace, "e2e-corrupt-image")
-    before = deployment.pd.metrics()
+    before = _publish_corrupted(deployment, "e2e-corrupt-image")
     status, body = deployment.pd.chat(image_part("e2e-corrupt-image"))
     assert status == 200, body
     assert _content(body) == reference  # encoded locally
@@ -158,10 +163,7 @@ def test_corrupted_entry_is_never_served_to_a_request_with_the_image(deployment:
 
 def test_corrupted_entry_fails_metadata_only_request_cleanly_and_retry_succeeds(deployment: Deployment) -> None:
     reference = _reference(deployment)
-    _publish(deployment, "e2e-corrupt-meta")
-    assert _entry(deployment, "e2e-corrupt-meta") is not None
-    corrupt_entry(deployment.cache_address, deployment.namespace, "e2e-corrupt-meta")
-    before = deployment.pd.metrics()
+    before = _publish_corrupted(deployment, "e2e-corrupt-meta")
     status, body = deployment.pd.chat(embeds_part("e2e-corrupt-meta"))
     assert status >= 400, body  # failed before any output, nothing answered from the corrupt bytes
     assert _metric_delta(deployment.pd, before, "checksum_failures", 1) == 1
