@@ -21,6 +21,8 @@ from typing import Any
 
 import aiohttp
 
+from eccache.bench.common import percentile
+
 BODY = json.dumps({"model": "tiny", "messages": [{"role": "user", "content": "Say hello in one word."}],
                    "max_tokens": 4}).encode()
 
@@ -54,12 +56,6 @@ def _spawn(args: list[str], marker: str, timeout_s: float = 30.0) -> Iterator[st
             proc.wait()
 
 
-def _percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    if not ordered:
-        return 0.0
-    k = min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))
-    return ordered[k]
 
 
 async def _one(session: aiohttp.ClientSession, url: str) -> None:
@@ -113,12 +109,12 @@ def run_bench(requests: int, concurrency: int, seconds: float) -> dict[str, Any]
             direct_rps = asyncio.run(_throughput(direct, concurrency, seconds))
             proxy_rps = asyncio.run(_throughput(proxied, concurrency, seconds))
     return {
-        "added_p50_ms": round(_percentile(p_lat, 50) - _percentile(d_lat, 50), 3),
-        "added_p99_ms": round(_percentile(p_lat, 99) - _percentile(d_lat, 99), 3),
-        "direct_p50_ms": round(_percentile(d_lat, 50), 3),
-        "proxy_p50_ms": round(_percentile(p_lat, 50), 3),
-        "direct_p99_ms": round(_percentile(d_lat, 99), 3),
-        "proxy_p99_ms": round(_percentile(p_lat, 99), 3),
+        "added_p50_ms": round(percentile(p_lat, 50) - percentile(d_lat, 50), 3),
+        "added_p99_ms": round(percentile(p_lat, 99) - percentile(d_lat, 99), 3),
+        "direct_p50_ms": round(percentile(d_lat, 50), 3),
+        "proxy_p50_ms": round(percentile(p_lat, 50), 3),
+        "direct_p99_ms": round(percentile(d_lat, 99), 3),
+        "proxy_p99_ms": round(percentile(p_lat, 99), 3),
         "proxy_rps": round(proxy_rps, 1),
         "direct_rps": round(direct_rps, 1),
         "requests": requests, "concurrency": concurrency, "seconds": seconds, "cpus": os.cpu_count(),

@@ -19,6 +19,9 @@ def add_common_flags(p: argparse.ArgumentParser) -> None:
 
 
 def percentile(samples: list[float], q: float) -> float:
+    """Nearest-rank percentile ``q`` (0-100) of ``samples``; 0.0 when there are none."""
+    if not samples:
+        return 0.0
     ordered = sorted(samples)
     return ordered[min(len(ordered) - 1, int(round(q / 100 * (len(ordered) - 1))))]
 

@@ -16,8 +16,9 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from eccache.bench.common import percentile
 from eccache.chaos.faults import FAULTS, Cluster, FaultResult
-from eccache.chaos.workload import NAMESPACE, Tally, content, percentile_ms, pick_identifier, pick_op, size_of
+from eccache.chaos.workload import NAMESPACE, Tally, content, pick_identifier, pick_op, size_of
 from eccache.client import Client
 from eccache.errors import ECCacheError
 from eccache.launch import RedisProcess, ServerProcess
@@ -79,7 +80,7 @@ class SoakReport:
         return {
             "duration_s": round(self.elapsed_s, 1), "clients": self.config.clients, "ops": t.ops,
             "ops_per_s": round(t.ops / self.elapsed_s, 1), "verified_mb": round(t.verified_bytes / 1e6, 1),
-            "latency_ms": {op: {"p50": round(percentile_ms(s, 50), 2), "p99": round(percentile_ms(s, 99), 2),
+            "latency_ms": {op: {"p50": round(1000 * percentile(s, 50), 2), "p99": round(1000 * percentile(s, 99), 2),
                                 "n": len(s)} for op, s in sorted(t.latencies.items())},
             "outcomes": dict(sorted(t.outcomes.items())), "errors_by_status": t.errors(),
             "corrupted_reads": t.corrupted_reads,

@@ -67,10 +67,3 @@ class Tally:
 
     def errors(self) -> dict[str, int]:
         return {k: v for k, v in self.outcomes.items() if k.split(":", 1)[1].isupper()}
-
-
-def percentile_ms(samples: list[float], q: float) -> float:
-    if not samples:
-        return 0.0
-    ordered = sorted(samples)
-    return 1000 * ordered[min(len(ordered) - 1, int(round(q / 100 * (len(ordered) - 1))))]
