@@ -168,13 +168,15 @@ def test_tenant_prefix_separates_namespaces(vllm_config_factory, connectors, ser
     assert a.namespace.split("/", 1)[1] == b.namespace.split("/", 1)[1]
 
 
-def test_server_down_means_miss_without_exception(vllm_config_factory, connectors) -> None:
-    import socket
+def _consumer_of_a_dead_server(vllm_config_factory, connectors) -> tuple[Any, Any]:
+    from eccache.launch import free_port
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        dead = f"127.0.0.1:{s.getsockname()[1]}"
-    scheduler, worker = connectors(vllm_config_factory("a", "ec_consumer", {"server": dead, "timeout_ms": 500}))
+    dead = f"127.0.0.1:{free_port()}"  # nothing listens there
+    return connectors(vllm_config_factory("a", "ec_consumer", {"server": dead, "timeout_ms": 500}))
+
+
+def test_server_down_means_miss_without_exception(vllm_config_factory, connectors) -> None:
+    scheduler, worker = _consumer_of_a_dead_server(vllm_config_factory, connectors)
     with_media = make_request("m-1", _id())
     assert resolve(scheduler, with_media)  # resolved as a miss: vLLM encodes the image locally
     assert not scheduler.has_cache_item(with_media.mm_features[0].identifier)
@@ -190,13 +192,8 @@ def _needs_metadata_only_requests() -> None:
 
 
 def test_server_down_fails_a_metadata_only_request_cleanly(vllm_config_factory, connectors) -> None:
-    import socket
-
     _needs_metadata_only_requests()
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        dead = f"127.0.0.1:{s.getsockname()[1]}"
-    scheduler, _ = connectors(vllm_config_factory("a", "ec_consumer", {"server": dead, "timeout_ms": 500}))
+    scheduler, _ = _consumer_of_a_dead_server(vllm_config_factory, connectors)
     # metadata-only: nothing to encode, so the request is failed cleanly before it runs
     metadata_only = make_request("m-2", _id(), with_media=False)
     assert not resolve(scheduler, metadata_only)

@@ -14,7 +14,6 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -22,15 +21,10 @@ import urllib.error
 import urllib.request
 from typing import Any
 
+from eccache.launch import free_port
 from tests.connector.vllm_support import SUPPORT_DIR
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(SUPPORT_DIR)))
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def ec_config(role: str, extra: dict[str, Any]) -> str:
